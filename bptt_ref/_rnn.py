@@ -1,0 +1,200 @@
+"""The vanilla RNN of the seed note: forward pass, loss, and reverse-accumulation BPTT."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bptt_ref._activations import HIDDEN, OUTPUT, Array
+from bptt_ref._losses import loss_grad_logits, loss_sum
+from bptt_ref._validate import check_inputs, check_names
+
+
+class Trace(NamedTuple):
+    """Everything the forward pass computes, time-major.
+
+    Attributes:
+        a: pre-activations ``a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h``, shape (T, B, H).
+        h: hidden states ``h_t = f_h(a_t)``, shape (T, B, H) (``h0`` not included).
+        z: logits ``z_t = h_t Uᵀ + b_y``, shape (T, B, O).
+        y_hat: outputs ``ŷ_t = f_y(z_t)``, shape (T, B, O).
+    """
+
+    a: Array
+    h: Array
+    z: Array
+    y_hat: Array
+
+
+def _run(params: Mapping[str, Array], xs: Array, hidden: str, output: str) -> tuple[Array, Array, Array, Array]:
+    """Forward pass without checks; returns ``(states, a, z, y_hat)``.
+
+    ``states`` has shape (T + 1, B, H) with ``states[0] = h0`` and ``states[t + 1] = h_t``,
+    so that ``states[:-1]`` is the h_{t-1} sequence the weight gradient needs, as a view.
+    """
+    U, V, W, b_h, b_y, h0 = (params[k] for k in ("U", "V", "W", "b_h", "b_y", "h0"))
+    T, B, D = xs.shape
+    H, O = W.shape[0], U.shape[0]
+    f = HIDDEN[hidden].f
+    # Only the recurrent product is sequential: project all T·B inputs in one product.
+    a = (xs.reshape(T * B, D) @ V.T).reshape(T, B, H) + b_h
+    states = np.empty((T + 1, B, H), dtype=a.dtype)
+    states[0] = h0
+    W_T = W.T
+    for t in range(T):
+        a[t] += states[t] @ W_T
+        states[t + 1] = f(a[t])
+    z = (states[1:].reshape(T * B, H) @ U.T).reshape(T, B, O) + b_y
+    return states, a, z, OUTPUT[output].f(z)
+
+
+def forward(
+    params: Mapping[str, Any], xs: Any, *, hidden: str = "tanh", output: str = "identity"
+) -> Trace:
+    r"""Run the RNN forward and return its :class:`Trace`.
+
+    .. math::
+        a_t = x_t V^\top + h_{t-1} W^\top + b_h,\quad h_t = f_h(a_t),\quad
+        z_t = h_t U^\top + b_y,\quad \hat y_t = f_y(z_t),\qquad t = 0 \dots T-1
+
+    Args:
+        params: mapping with ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,),
+            ``b_y`` (O,) and ``h0`` (B, H).
+        xs: inputs, shape (T, B, D).
+        hidden: name of ``f_h`` (see ``HIDDEN_ACTIVATIONS``).
+        output: name of ``f_y`` (see ``OUTPUT_ACTIVATIONS``).
+
+    Returns:
+        The trace ``(a, h, z, y_hat)`` with shapes (T, B, H), (T, B, H), (T, B, O),
+        (T, B, O), in the inputs' dtype.
+    """
+    check_names(hidden, output)
+    p, x, _ = check_inputs(params, xs)
+    states, a, z, y_hat = _run(p, x, hidden, output)
+    return Trace(a=a, h=states[1:], z=z, y_hat=y_hat)
+
+
+def loss_value(
+    params: Mapping[str, Array], xs: Array, targets: Array, hidden: str, output: str, loss: str
+) -> Array:
+    """``L`` without input checks, as a 0-d array; also accepts complex inputs."""
+    _, _, z, y_hat = _run(params, xs, hidden, output)
+    return loss_sum(loss, z, y_hat, targets)
+
+
+def loss_and_grad(
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    hidden: str = "tanh",
+    output: str = "identity",
+    loss: str = "mse",
+) -> tuple[float, dict[str, NDArray[np.floating]]]:
+    r"""The loss and its gradient with respect to every parameter and the inputs.
+
+    Computes :math:`L = \sum_t \sum_b \mathrm{loss}(\hat y_{t,b}, y_{t,b})` for the RNN of
+    :func:`forward` and its gradient by reverse accumulation (BPTT), O(T·B·H²):
+
+    .. math::
+        g_t = \partial L/\partial z_t,\qquad
+        \delta_t = \partial L/\partial a_t
+                 = \bigl(g_t U + \delta_{t+1} W\bigr) \odot f_h'(a_t),\quad \delta_T = 0,
+
+        \partial L/\partial U = \sum_t g_t^\top h_t,\quad
+        \partial L/\partial W = \sum_t \delta_t^\top h_{t-1},\quad
+        \partial L/\partial V = \sum_t \delta_t^\top x_t,
+
+        \partial L/\partial b_y = \sum_{t,b} g_{t,b},\quad
+        \partial L/\partial b_h = \sum_{t,b} \delta_{t,b},\quad
+        \partial L/\partial h_0 = \delta_0 W,\quad
+        \partial L/\partial x_t = \delta_t V.
+
+    Here :math:`g_t` (T, B, O) and :math:`\delta_t` (T, B, H) are row-stacked over the
+    batch. The loop over t holds only the recurrence for :math:`\delta_t`; every sum over
+    t is one matrix product over all T·B rows.
+
+    Args:
+        params: mapping with ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,),
+            ``b_y`` (O,) and ``h0`` (B, H).
+        xs: inputs, shape (T, B, D).
+        targets: shape (T, B, O); probability rows for ``cross_entropy``, values in
+            [0, 1] for ``binary_cross_entropy``.
+        hidden: name of ``f_h``; output: name of ``f_y``; loss: name of the loss
+            (``VALID_HEADS`` lists the valid output/loss pairs).
+
+    Returns:
+        ``(L, grads)``: ``L`` as a Python float and ``grads`` with keys
+        ``U, V, W, b_h, b_y, h0, xs``, each of its input's shape and dtype. T = 0 or
+        B = 0 is an empty sum: ``L = 0`` and every gradient is zero.
+
+    Raises:
+        ValueError, TypeError: for unknown names, invalid combinations, wrong keys,
+            shapes or dtypes, and non-finite values; the inputs are never modified.
+    """
+    check_names(hidden, output, loss)
+    p, x, y = check_inputs(params, xs, targets, loss=loss)
+    assert y is not None
+    U, V, W = p["U"], p["V"], p["W"]
+    T, B, D = x.shape
+    H, O = W.shape[0], U.shape[0]
+
+    states, a, z, y_hat = _run(p, x, hidden, output)
+    g = loss_grad_logits(output, loss, y_hat, y)
+    # f_h'(a_t) for every step at once: it needs no recurrence.
+    slope = HIDDEN[hidden].df(a, states[1:])
+    delta = (g.reshape(T * B, O) @ U).reshape(T, B, H)
+    for t in range(T - 1, -1, -1):
+        if t < T - 1:
+            delta[t] += delta[t + 1] @ W
+        delta[t] *= slope[t]
+
+    rows_h = delta.reshape(T * B, H)
+    rows_g = g.reshape(T * B, O)
+    grads = {
+        "U": rows_g.T @ states[1:].reshape(T * B, H),
+        "V": rows_h.T @ x.reshape(T * B, D),
+        "W": rows_h.T @ states[:-1].reshape(T * B, H),
+        "b_h": rows_h.sum(axis=0),
+        "b_y": rows_g.sum(axis=0),
+        "h0": delta[0] @ W if T > 0 else np.zeros_like(p["h0"]),
+        "xs": (rows_h @ V).reshape(T, B, D),
+    }
+    return float(loss_sum(loss, z, y_hat, y)), grads
+
+
+def random_params(
+    rng: np.random.Generator,
+    *,
+    batch_size: int,
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    spectral_radius: float = 0.9,
+    dtype: Any = np.float64,
+) -> dict[str, NDArray[np.floating]]:
+    """Random parameters with W rescaled to a given spectral radius.
+
+    ``U`` (O, H) ~ N(0, 1/H), ``V`` (H, D) ~ N(0, 1/D), ``W`` (H, H) Gaussian scaled so
+    that max |eig(W)| = ``spectral_radius`` (below 1 contracts, above 1 can explode),
+    ``b_h`` (H,), ``b_y`` (O,) ~ N(0, 0.1²) and ``h0`` (B, H) ~ N(0, 0.5²).
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"dtype is {np.dtype(dtype)}; expected float32 or float64")
+    B, D, H, O = batch_size, input_size, hidden_size, output_size
+    W = rng.standard_normal((H, H))
+    radius = np.max(np.abs(np.linalg.eigvals(W)))
+    params = {
+        "U": rng.standard_normal((O, H)) / np.sqrt(H),
+        "V": rng.standard_normal((H, D)) / np.sqrt(D),
+        "W": W * (spectral_radius / radius) if radius > 0 else W,
+        "b_h": 0.1 * rng.standard_normal(H),
+        "b_y": 0.1 * rng.standard_normal(O),
+        "h0": 0.5 * rng.standard_normal((B, H)),
+    }
+    return {k: v.astype(dtype) for k, v in params.items()}
