@@ -27,8 +27,10 @@ _GELU_K = 0.044715
 class Activation:
     """An elementwise ``f`` and its derivative ``df(a, f(a))``.
 
-    ``df`` receives the already computed ``f(a)`` too, because several derivatives
-    (tanh, sigmoid) are cheapest and most accurate written in terms of it.
+    ``df`` receives the already computed ``f(a)`` too, for derivatives that are cheap
+    and accurate in terms of it. Saturating derivatives are written without
+    cancellation (``tanh' = 4 σ(2a) σ(-2a)``, not ``1 - tanh²``), so that a vanishing
+    gradient keeps its relative precision instead of rounding to a multiple of eps.
     """
 
     f: Callable[[Array], Array]
@@ -52,40 +54,65 @@ def softplus(a: Array) -> Array:
     return np.where(pos, a, 0) + np.log1p(np.exp(np.where(pos, -a, a)))
 
 
+def _tanh_prime(a: Array, h: Array) -> Array:
+    return 4 * sigmoid(2 * a) * sigmoid(-2 * a)
+
+
+def _sigmoid_prime(a: Array, h: Array) -> Array:
+    return h * sigmoid(-a)
+
+
 def _elu(a: Array) -> Array:
     pos = _positive(a)
     return np.where(pos, a, ELU_ALPHA * np.expm1(np.where(pos, 0, a)))
 
 
 def _elu_prime(a: Array, h: Array) -> Array:
-    # At a = 0 the a <= 0 branch gives alpha * e^0 = 1, as jax.nn.elu's does.
-    return np.where(_positive(a), 1, h + ELU_ALPHA)
+    # alpha e^a, not h + alpha, which cancels for a << 0. At a = 0 the a <= 0 branch
+    # gives alpha e^0 = 1, as jax.nn.elu's does.
+    pos = _positive(a)
+    return np.where(pos, 1, ELU_ALPHA * np.exp(np.where(pos, 0, a)))
 
 
-def _gelu_inner(a: Array) -> Array:
-    return np.tanh(_GELU_C * (a + _GELU_K * a**3))
+_GELU_FLAT = 1e4
+
+
+def _gelu_clipped(a: Array) -> Array:
+    # Beyond |a| = 1e4, σ(2u) is exactly 0 or 1 in both float32 and float64, so holding a
+    # there changes nothing but keeps a³ (and a² below) from overflowing in float32.
+    flat = np.abs(np.real(a)) > _GELU_FLAT
+    return np.where(flat, np.sign(np.real(a)) * _GELU_FLAT, a)
+
+
+def _gelu_u2(a: Array) -> Array:
+    # gelu(a) = a/2 (1 + tanh(u)) = a σ(2u) with u = c (a + k a³)
+    return 2 * _GELU_C * (a + _GELU_K * a**3)
 
 
 def _gelu(a: Array) -> Array:
-    return 0.5 * a * (1 + _gelu_inner(a))
+    return a * sigmoid(_gelu_u2(_gelu_clipped(a)))
 
 
 def _gelu_prime(a: Array, h: Array) -> Array:
-    t = _gelu_inner(a)
-    return 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_K * a * a)
+    a_c = _gelu_clipped(a)
+    u2 = _gelu_u2(a_c)
+    s = sigmoid(u2)
+    return s + 2 * a_c * s * sigmoid(-u2) * _GELU_C * (1 + 3 * _GELU_K * a_c * a_c)
 
 
 def _silu_prime(a: Array, h: Array) -> Array:
     s = sigmoid(a)
-    return s * (1 + a * (1 - s))
+    return s * (1 + a * sigmoid(-a))
 
 
 HIDDEN: dict[str, Activation] = {
     "identity": Activation(lambda a: a, lambda a, h: np.ones_like(a)),
-    "tanh": Activation(np.tanh, lambda a, h: 1 - h * h),
-    "sigmoid": Activation(sigmoid, lambda a, h: h * (1 - h)),
+    "tanh": Activation(np.tanh, _tanh_prime),
+    "sigmoid": Activation(sigmoid, _sigmoid_prime),
     # Kinks follow jax.nn: relu'(0) = 0, leaky_relu'(0) = 1 (see README).
-    "relu": Activation(lambda a: np.where(_positive(a), a, 0), lambda a, h: _positive(a).astype(a.dtype)),
+    "relu": Activation(
+        lambda a: np.where(_positive(a), a, 0), lambda a, h: _positive(a).astype(a.dtype)
+    ),
     "leaky_relu": Activation(
         lambda a: np.where(np.real(a) >= 0, a, LEAKY_RELU_SLOPE * a),
         lambda a, h: np.where(np.real(a) >= 0, 1, LEAKY_RELU_SLOPE).astype(a.dtype),
@@ -112,21 +139,21 @@ def logsumexp(z: Array) -> Array:
 
 @dataclass(frozen=True)
 class OutputActivation:
-    """``ŷ = f(z)`` and its vector-Jacobian product ``vjp(ŷ, g) = (∂ŷ/∂z)ᵀ g``."""
+    """``ŷ = f(z)`` and its vector-Jacobian product ``vjp(z, ŷ, g) = (∂ŷ/∂z)ᵀ g``."""
 
     f: Callable[[Array], Array]
-    vjp: Callable[[Array, Array], Array]
+    vjp: Callable[[Array, Array, Array], Array]
 
 
-def _softmax_vjp(p: Array, g: Array) -> Array:
+def _softmax_vjp(z: Array, p: Array, g: Array) -> Array:
     # J = diag(p) - p pᵀ, so Jᵀg = p ⊙ (g - <g, p>) without forming J.
     return p * (g - np.sum(g * p, axis=-1, keepdims=True))
 
 
 OUTPUT: dict[str, OutputActivation] = {
-    "identity": OutputActivation(lambda z: z, lambda y, g: g),
-    "tanh": OutputActivation(np.tanh, lambda y, g: g * (1 - y * y)),
-    "sigmoid": OutputActivation(sigmoid, lambda y, g: g * y * (1 - y)),
+    "identity": OutputActivation(lambda z: z, lambda z, y, g: g),
+    "tanh": OutputActivation(np.tanh, lambda z, y, g: g * _tanh_prime(z, y)),
+    "sigmoid": OutputActivation(sigmoid, lambda z, y, g: g * _sigmoid_prime(z, y)),
     "softmax": OutputActivation(softmax, _softmax_vjp),
 }
 """Output nonlinearities ``f_y`` by name."""

@@ -41,14 +41,14 @@ def loss_sum(loss: str, z: Array, y_hat: Array, targets: Array) -> Array:
     raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(LOSS_OUTPUTS)}")
 
 
-def loss_grad_logits(output: str, loss: str, y_hat: Array, targets: Array) -> Array:
+def loss_grad_logits(output: str, loss: str, z: Array, y_hat: Array, targets: Array) -> Array:
     """``∂L/∂z`` for ``ŷ = f_y(z)``, shape (T, B, O).
 
     mse: ``(∂ŷ/∂z)ᵀ (ŷ - y)``; cross_entropy after softmax: ``ŷ Σ_o y_o - y``;
     binary_cross_entropy after sigmoid: ``ŷ - y``.
     """
     if loss == "mse":
-        return OUTPUT[output].vjp(y_hat, y_hat - targets)
+        return OUTPUT[output].vjp(z, y_hat, y_hat - targets)
     if loss == "cross_entropy":
         return y_hat * np.sum(targets, axis=-1, keepdims=True) - targets
     if loss == "binary_cross_entropy":

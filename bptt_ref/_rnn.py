@@ -29,7 +29,9 @@ class Trace(NamedTuple):
     y_hat: Array
 
 
-def _run(params: Mapping[str, Array], xs: Array, hidden: str, output: str) -> tuple[Array, Array, Array, Array]:
+def _run(
+    params: Mapping[str, Array], xs: Array, hidden: str, output: str
+) -> tuple[Array, Array, Array, Array]:
     """Forward pass without checks; returns ``(states, a, z, y_hat)``.
 
     ``states`` has shape (T + 1, B, H) with ``states[0] = h0`` and ``states[t + 1] = h_t``,
@@ -143,7 +145,7 @@ def loss_and_grad(
     H, O = W.shape[0], U.shape[0]
 
     states, a, z, y_hat = _run(p, x, hidden, output)
-    g = loss_grad_logits(output, loss, y_hat, y)
+    g = loss_grad_logits(output, loss, z, y_hat, y)
     # f_h'(a_t) for every step at once: it needs no recurrence.
     slope = HIDDEN[hidden].df(a, states[1:])
     delta = (g.reshape(T * B, O) @ U).reshape(T, B, H)

@@ -45,7 +45,7 @@ def check_names(hidden: str, output: str, loss: str | None = None) -> None:
     if loss not in LOSS_OUTPUTS:
         raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(LOSS_OUTPUTS)}")
     if (output, loss) not in VALID_HEADS:
-        pairs = ", ".join(f"{o}+{l}" for o, l in VALID_HEADS)
+        pairs = ", ".join(f"{out}+{name}" for out, name in VALID_HEADS)
         raise ValueError(
             f"loss {loss!r} cannot follow output {output!r}; valid output+loss pairs: {pairs}"
         )
@@ -83,7 +83,8 @@ def check_inputs(
     """
     if not isinstance(params, Mapping):
         raise TypeError(
-            f"params must be a mapping with keys {', '.join(PARAM_NAMES)}; got {type(params).__name__}"
+            f"params must be a mapping with keys {', '.join(PARAM_NAMES)}; "
+            f"got {type(params).__name__}"
         )
     missing = [k for k in PARAM_NAMES if k not in params]
     extra = sorted(str(k) for k in params if k not in PARAM_NAMES)
@@ -112,8 +113,14 @@ def check_inputs(
 
     dims = dict(zip("TBD", arrays["xs"].shape, strict=True))
     dims["H"] = arrays["W"].shape[0]
-    dims["O"] = (arrays["targets"] if targets is not None else arrays["U"]).shape[-1]
-    source = {"T": "xs", "B": "xs", "D": "xs", "H": "W", "O": "targets" if targets is not None else "U"}
+    dims["O"] = arrays["targets"].shape[-1] if targets is not None else arrays["U"].shape[0]
+    source = {
+        "T": "xs",
+        "B": "xs",
+        "D": "xs",
+        "H": "W",
+        "O": "targets" if targets is not None else "U",
+    }
     for dim in "DHO":
         if dims[dim] < 1:
             raise ValueError(f"{source[dim]} gives {dim} = {dims[dim]}; expected {dim} >= 1")
@@ -136,7 +143,9 @@ def check_inputs(
 
 def _check_target_domain(loss: str | None, targets: NDArray[np.floating]) -> None:
     if loss == "binary_cross_entropy" and ((targets < 0).any() or (targets > 1).any()):
-        raise ValueError("targets has values outside [0, 1]; binary_cross_entropy expects 0 <= y <= 1")
+        raise ValueError(
+            "targets has values outside [0, 1]; binary_cross_entropy expects 0 <= y <= 1"
+        )
     if loss == "cross_entropy":
         # Rows are probability distributions up to the rounding of their own dtype.
         slack = np.sqrt(np.finfo(targets.dtype).eps) * targets.shape[-1]

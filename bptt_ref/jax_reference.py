@@ -1,8 +1,9 @@
-"""The JAX oracle: the same loss written independently in ``jax.numpy``, differentiated by ``jax.grad``.
+"""The JAX oracle: the same loss written independently in ``jax.numpy``, differentiated by autodiff.
 
 Nothing here is shared with the NumPy implementation but the input checks: the
-nonlinearities are ``jax.nn``'s, the losses are written from their definitions
-(``log_softmax``, ``log_sigmoid``), and every derivative comes from autodiff. It runs
+nonlinearities are written in ``jax.numpy`` (``jax.nn``'s for the kinked ones), the
+losses from their definitions (``log_softmax``, ``log_sigmoid``), and every
+derivative comes from autodiff. It runs
 in float64 inside ``jax.enable_x64`` so a caller's global JAX settings stay untouched.
 
 Speed comes from compiling once per *bucket*: each dim is padded up to a bucket size
@@ -16,8 +17,9 @@ steps the state is carried unchanged, so nothing after step T-1 can feed back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from functools import cache
+import math
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache, partial
 from typing import Any
 
 import jax
@@ -27,58 +29,129 @@ from jax import lax
 from numpy.typing import NDArray
 
 from bptt_ref._validate import check_inputs, check_names
+from bptt_ref.compare import KeyComparison, Reference, compare_gradients
 
-__all__ = ["HIDDEN", "HEADS", "bucket", "loss_and_grad", "step_losses"]
+__all__ = [
+    "HEADS",
+    "HIDDEN",
+    "TEXTBOOK_HEADS",
+    "TEXTBOOK_HIDDEN",
+    "assert_matches_oracle",
+    "bucket",
+    "judge",
+    "loss_and_grad",
+    "reference",
+    "step_losses",
+]
+
+
+def _sigmoid(x: jax.Array) -> jax.Array:
+    # jax.nn.sigmoid differentiates to σ(1 - σ), which rounds to 0 (or a multiple of
+    # eps) once σ ≈ 1; through logaddexp the derivative is σ(x)·σ(-x), exact to eps.
+    return jnp.exp(-jnp.logaddexp(-x, 0.0))
+
+
+def _tanh(x: jax.Array) -> jax.Array:
+    # jnp.tanh differentiates to (1 + t)(1 - t), which loses all precision as |t| → 1
+    # (and expm1's rule, 1 + expm1(u), does the same); through σ it is 4 σ(2x) σ(-2x).
+    return 2 * _sigmoid(2 * x) - 1
+
+
+def _elu(x: jax.Array) -> jax.Array:
+    # jax.nn.elu goes through expm1, whose derivative rule 1 + expm1(x) cancels for
+    # x << 0; exp(x) - 1 differentiates to exp(x). The branch test x > 0 is
+    # jax.nn.elu's, so the derivative at the kink (1, from the left) is the same.
+    neg = jnp.where(x > 0, 0.0, x)
+    return jnp.where(x > 0, x, jnp.exp(neg) - 1)
+
+
+def _gelu(x: jax.Array) -> jax.Array:
+    # The tanh approximation x/2 (1 + tanh(u)) equals x σ(2u); the σ form keeps
+    # 1 + tanh(u) from cancelling for large negative x.
+    return x * _sigmoid(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))
+
 
 HIDDEN: dict[str, Callable[[jax.Array], jax.Array]] = {
     "identity": lambda a: a,
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
+    "tanh": _tanh,
+    "sigmoid": _sigmoid,
     "relu": jax.nn.relu,
     "leaky_relu": lambda a: jax.nn.leaky_relu(a, negative_slope=0.01),
-    "elu": lambda a: jax.nn.elu(a, alpha=1.0),
+    "elu": _elu,
     "softplus": jax.nn.softplus,
+    "silu": lambda a: a * _sigmoid(a),
+    "gelu": _gelu,
+}
+"""``f_h`` by name, as the oracle writes it. relu and leaky_relu are ``jax.nn``'s, whose
+derivatives at the kink we promise (elu keeps jax.nn.elu's branch test); the smooth
+saturating ones are written so that their autodiff derivative keeps full relative
+precision where they saturate, and the oracle stays exact for vanishing gradients."""
+
+TEXTBOOK_HIDDEN: dict[str, Callable[[jax.Array], jax.Array]] = {
+    **HIDDEN,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "elu": jax.nn.elu,
     "silu": jax.nn.silu,
     "gelu": lambda a: jax.nn.gelu(a, approximate=True),
 }
-"""``f_h`` by name, from ``jax.nn``: their kink derivatives are the ones we promise."""
+"""``f_h`` as ``jax.nn`` writes it: the *peer* whose rounding error in the judged dtype
+sets the noise term of the comparison (see :mod:`bptt_ref.compare`)."""
 
 _Head = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+_Fn = Callable[[jax.Array], jax.Array]
 
 
-def _mse(f: Callable[[jax.Array], jax.Array]) -> _Head:
-    def head(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
-        return 0.5 * jnp.sum(jnp.where(valid, (f(z) - y) ** 2, 0.0), axis=-1)
-
-    return head
+@jax.custom_jvp
+def _softmax_rule(z: jax.Array, weight: jax.Array) -> jax.Array:
+    return jax.nn.softmax(z, where=weight > 0)
 
 
-def _softmax_mse(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
-    p = jax.nn.softmax(z, where=valid)
-    return 0.5 * jnp.sum(jnp.where(valid, (p - y) ** 2, 0.0), axis=-1)
+@_softmax_rule.defjvp
+def _softmax_rule_jvp(primals: Any, tangents: Any) -> Any:
+    # The textbook rule J dz = p ⊙ (dz - <dz, p>), rounded in its own way, unlike the
+    # oracle's autodiff through exp and the division. The mask has no tangent.
+    (z, weight), (dz, _) = primals, tangents
+    p = _softmax_rule(z, weight)
+    return p, p * (dz - jnp.sum(dz * p, axis=-1, keepdims=True))
 
 
-def _cross_entropy(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
-    return -jnp.sum(jnp.where(valid, y * jax.nn.log_softmax(z, where=valid), 0.0), axis=-1)
+def _heads(
+    tanh: _Fn, sigmoid: _Fn, softmax: Callable[[jax.Array, jax.Array], jax.Array]
+) -> dict[tuple[str, str], _Head]:
+    def mse(f: Callable[[jax.Array, jax.Array], jax.Array]) -> _Head:
+        def head(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+            return 0.5 * jnp.sum(jnp.where(valid, (f(z, valid) - y) ** 2, 0.0), axis=-1)
+
+        return head
+
+    def cross_entropy(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+        return -jnp.sum(jnp.where(valid, y * jax.nn.log_softmax(z, where=valid), 0.0), axis=-1)
+
+    def binary_cross_entropy(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+        nll = y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z)
+        return -jnp.sum(jnp.where(valid, nll, 0.0), axis=-1)
+
+    return {
+        ("identity", "mse"): mse(lambda z, valid: z),
+        ("tanh", "mse"): mse(lambda z, valid: tanh(z)),
+        ("sigmoid", "mse"): mse(lambda z, valid: sigmoid(z)),
+        ("softmax", "mse"): mse(softmax),
+        ("softmax", "cross_entropy"): cross_entropy,
+        ("sigmoid", "binary_cross_entropy"): binary_cross_entropy,
+    }
 
 
-def _binary_cross_entropy(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
-    nll = y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z)
-    return -jnp.sum(jnp.where(valid, nll, 0.0), axis=-1)
-
-
-HEADS: dict[tuple[str, str], _Head] = {
-    ("identity", "mse"): _mse(lambda z: z),
-    ("tanh", "mse"): _mse(jnp.tanh),
-    ("sigmoid", "mse"): _mse(jax.nn.sigmoid),
-    ("softmax", "mse"): _softmax_mse,
-    ("softmax", "cross_entropy"): _cross_entropy,
-    ("sigmoid", "binary_cross_entropy"): _binary_cross_entropy,
-}
+HEADS = _heads(_tanh, _sigmoid, lambda z, valid: jax.nn.softmax(z, where=valid))
 """Per-row loss ``loss(f_y(z), y)`` summed over the valid outputs, by (output, loss)."""
+TEXTBOOK_HEADS = _heads(
+    jnp.tanh, jax.nn.sigmoid, lambda z, valid: _softmax_rule(z, valid.astype(z.dtype))
+)
+"""The heads of the textbook peer."""
 
 _HIDDEN_INDEX = {name: i for i, name in enumerate(HIDDEN)}
 _HEAD_INDEX = {pair: i for i, pair in enumerate(HEADS)}
+UNROLL = 1
 _FLOORS = {"T": 16, "B": 4, "D": 4, "H": 8, "O": 4}
 
 
@@ -95,42 +168,174 @@ def step_losses(
     arrays: Mapping[str, jax.Array],
     targets: jax.Array,
     masks: tuple[jax.Array, jax.Array, jax.Array],
-    hidden_index: jax.Array,
-    head_index: jax.Array,
+    hidden_index: jax.Array | int,
+    head_index: jax.Array | int,
+    *,
+    textbook: bool = False,
 ) -> jax.Array:
     """Per-step losses ``L_t = Σ_b loss(ŷ_{t,b}, y_{t,b})``, shape (T,).
 
-    ``arrays`` holds ``U, V, W, b_h, b_y, h0, xs``, ``targets`` is (T, B, O); ``masks`` are the valid
-    time steps (T,), batch rows (B,) and outputs (O,). With all-true masks this is the
-    plain RNN loss of the README, written with ``lax.scan``.
+    ``arrays`` holds ``U, V, W, b_h, b_y, h0, xs``; ``targets`` is (T, B, O); ``masks``
+    are the valid time steps (T,), batch rows (B,) and outputs (O,); the indices pick
+    ``f_h`` from ``HIDDEN`` and the head from ``HEADS`` (in their order). With all-true
+    masks this is the plain RNN loss of the README, written with ``lax.scan``;
+    ``textbook=True`` uses ``TEXTBOOK_HIDDEN`` and ``TEXTBOOK_HEADS`` instead.
     """
+    hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
+    head_fns = list((TEXTBOOK_HEADS if textbook else HEADS).values())
     time_valid, row_valid, out_valid = masks
 
-    def step(h: jax.Array, inputs: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    def step(
+        h: jax.Array, inputs: tuple[jax.Array, jax.Array, jax.Array]
+    ) -> tuple[jax.Array, jax.Array]:
         x, y, live = inputs
-        a = x @ arrays["V"].T + h @ arrays["W"].T + arrays["b_h"]
-        h_new = jnp.where(live, lax.switch(hidden_index, list(HIDDEN.values()), a), h)
-        z = h_new @ arrays["U"].T + arrays["b_y"]
-        per_row = lax.switch(head_index, list(HEADS.values()), z, y, out_valid)
+        # Broadcasts are spelled out so that strict rank promotion can be on in tests.
+        a = x @ arrays["V"].T + h @ arrays["W"].T + arrays["b_h"][None, :]
+        h_new = jnp.where(live, lax.switch(hidden_index, hidden_fns, a), h)
+        z = h_new @ arrays["U"].T + arrays["b_y"][None, :]
+        per_row = lax.switch(head_index, head_fns, z, y, jnp.broadcast_to(out_valid, z.shape))
         return h_new, jnp.sum(jnp.where(live & row_valid, per_row, 0.0))
 
-    _, losses = lax.scan(step, arrays["h0"], (arrays["xs"], targets, time_valid))
+    _, losses = lax.scan(step, arrays["h0"], (arrays["xs"], targets, time_valid), unroll=UNROLL)
     return losses
 
 
-def _total_loss(arrays: Mapping[str, jax.Array], *rest: Any) -> jax.Array:
-    return jnp.sum(step_losses(arrays, *rest))
+def _total_loss(arrays: Mapping[str, jax.Array], *rest: Any, textbook: bool = False) -> jax.Array:
+    return jnp.sum(step_losses(arrays, *rest, textbook=textbook))
 
 
 @cache
-def _compiled_value_and_grad() -> Callable[..., Any]:
-    return jax.jit(jax.value_and_grad(_total_loss))
+def _compiled(judged: np.dtype[Any] | None) -> Callable[..., Any]:
+    """The oracle (``judged=None``: float64, exact forms) or its textbook peer in ``judged``."""
+    if judged is None:
+        return jax.jit(jax.value_and_grad(_total_loss))
+
+    def peer(arrays: dict[str, jax.Array], targets: jax.Array, *rest: Any) -> Any:
+        cast = {k: v.astype(judged) for k, v in arrays.items()}
+        return jax.value_and_grad(partial(_total_loss, textbook=True))(
+            cast, targets.astype(judged), *rest
+        )
+
+    return jax.jit(peer)
+
+
+_LAYOUT = {"U": "OH", "V": "HD", "W": "HH", "b_h": "H", "b_y": "O", "h0": "BH", "xs": "TBD"}
 
 
 def _padded(arr: NDArray[np.floating], shape: tuple[int, ...]) -> NDArray[np.float64]:
     out = np.zeros(shape, dtype=np.float64)
     out[tuple(slice(0, n) for n in arr.shape)] = arr
     return out
+
+
+def reference(
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    hidden: str = "tanh",
+    output: str = "identity",
+    loss: str = "mse",
+    dtype: Any = None,
+    noise: bool = True,
+) -> Reference:
+    """The oracle's loss and gradients in float64, and the rounding noise of a peer.
+
+    Shapes: ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
+    ``h0`` (B, H), ``xs`` (T, B, D), ``targets`` (T, B, O); float32 inputs are
+    converted to float64 exactly. The noise of key k is ``max |g_peer - g_oracle|``
+    where the peer is the same loss written with ``jax.nn``'s textbook functions and
+    differentiated in ``dtype`` (the dtype of the result to be judged; default the
+    inputs'): how far a correct implementation in that dtype strays on this very case.
+    ``noise=False`` skips the peer and leaves ``Reference.noise`` as ``None``.
+    """
+    check_names(hidden, output, loss)
+    p, x, y = check_inputs(params, xs, targets, loss=loss)
+    assert y is not None
+    judged = np.dtype(x.dtype if dtype is None else dtype)
+    real = {**p, "xs": x}
+    T, B, D = x.shape
+    dims = {"T": T, "B": B, "D": D, "H": p["W"].shape[0], "O": y.shape[-1]}
+    size = bucket(dims)
+    args = (
+        {k: _padded(v, tuple(size[d] for d in _LAYOUT[k])) for k, v in real.items()},
+        _padded(y, (size["T"], size["B"], size["O"])),
+        tuple(np.arange(size[d]) < dims[d] for d in "TBO"),
+        _HIDDEN_INDEX[hidden],
+        _HEAD_INDEX[(output, loss)],
+    )
+
+    def unpadded(grads: Mapping[str, jax.Array]) -> dict[str, NDArray[np.float64]]:
+        return {
+            k: np.asarray(g, dtype=np.float64)[tuple(slice(0, n) for n in real[k].shape)]
+            for k, g in grads.items()
+        }
+
+    with jax.enable_x64(True):
+        value, grads = _compiled(None)(*args)
+        oracle = unpadded(grads)
+        peer = unpadded(_compiled(judged)(*args)[1]) if noise else None
+    return Reference(
+        loss=float(value),
+        grads=oracle,
+        noise=None
+        if peer is None
+        else {k: float(np.max(np.abs(peer[k] - g), initial=0.0)) for k, g in oracle.items()},
+        input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
+        dtype=judged,
+    )
+
+
+def judge(
+    actual: Mapping[str, Any],
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    hidden: str = "tanh",
+    output: str = "identity",
+    loss: str = "mse",
+    dtype: Any = None,
+    keys: Iterable[str] | None = None,
+) -> tuple[Reference, list[KeyComparison]]:
+    """Judge gradients ``actual`` of this case against the oracle (see :mod:`bptt_ref.compare`).
+
+    The peer's noise only ever widens a bound, so it is computed only when a key fails
+    without it: the verdicts are those of ``compare_gradients(actual, reference(...))``
+    at half the cost for the cases that pass.
+    """
+    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype}
+    ref = reference(params, xs, targets, noise=False, **config)
+    verdicts = compare_gradients(actual, ref, keys=keys)
+    if all(v.ok for v in verdicts):
+        return ref, verdicts
+    ref = reference(params, xs, targets, noise=True, **config)
+    return ref, compare_gradients(actual, ref, keys=keys)
+
+
+def assert_matches_oracle(
+    actual: Mapping[str, Any],
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    context: str,
+    hidden: str = "tanh",
+    output: str = "identity",
+    loss: str = "mse",
+    dtype: Any = None,
+    keys: Iterable[str] | None = None,
+) -> Reference:
+    """:func:`judge`, raising ``AssertionError`` naming every failing key; returns the reference."""
+    __tracebackhide__ = True
+    ref, verdicts = judge(
+        actual, params, xs, targets, hidden=hidden, output=output, loss=loss, dtype=dtype, keys=keys
+    )
+    failed = [v for v in verdicts if not v.ok]
+    if failed:
+        lines = "\n".join(f"  {v}" for v in failed)
+        raise AssertionError(f"gradients disagree with the oracle for {context}:\n{lines}")
+    return ref
 
 
 def loss_and_grad(
@@ -142,30 +347,6 @@ def loss_and_grad(
     output: str = "identity",
     loss: str = "mse",
 ) -> tuple[float, dict[str, NDArray[np.float64]]]:
-    """The oracle's ``(L, grads)`` in float64, for the same arguments as ``bptt_ref.loss_and_grad``.
-
-    Shapes: ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
-    ``h0`` (B, H), ``xs`` (T, B, D), ``targets`` (T, B, O); float32 inputs are
-    converted to float64 exactly. ``grads`` has keys ``U, V, W, b_h, b_y, h0, xs``.
-    """
-    check_names(hidden, output, loss)
-    p, x, y = check_inputs(params, xs, targets, loss=loss)
-    assert y is not None
-    real = {**p, "xs": x}
-    T, B, D = x.shape
-    dims = {"T": T, "B": B, "D": D, "H": p["W"].shape[0], "O": y.shape[-1]}
-    size = bucket(dims)
-    layout = {
-        "U": "OH", "V": "HD", "W": "HH", "b_h": "H", "b_y": "O", "h0": "BH",
-        "xs": "TBD",
-    }
-    padded = {k: _padded(v, tuple(size[d] for d in layout[k])) for k, v in real.items()}
-    padded_targets = _padded(y, (size["T"], size["B"], size["O"]))
-    masks = tuple(np.arange(size[d]) < dims[d] for d in "TBO")
-    with jax.enable_x64(True):
-        value, grads = _compiled_value_and_grad()(
-            padded, padded_targets, masks, _HIDDEN_INDEX[hidden], _HEAD_INDEX[(output, loss)]
-        )
-        value = float(value)
-        grads = {k: np.asarray(g)[tuple(slice(0, n) for n in real[k].shape)] for k, g in grads.items()}
-    return value, grads
+    """The oracle's ``(L, grads)`` in float64, for the arguments of ``bptt_ref.loss_and_grad``."""
+    ref = reference(params, xs, targets, hidden=hidden, output=output, loss=loss, noise=False)
+    return ref.loss, ref.grads

@@ -1,0 +1,181 @@
+"""How a gradient is judged against the reference: one tolerance table, one measure.
+
+For each key k (a parameter θ_k, or the inputs ``xs``) with reference gradient e_k and
+gradient under test a_k, the error and its bound are
+
+    err_k   = max_i |a_k[i] - e_k[i]| / scale_k
+    scale_k = max( max_i |e_k[i]|,  FLOOR · G,  eps · |L| / max_i |θ_k[i]| )
+    bound_k = rtol + NOISE_FACTOR · N_k / scale_k
+
+and the key passes when err_k <= bound_k.
+
+- ``max |e_k|`` is the gradient's own scale, so exploding gradients are judged
+  relative to their size.
+- ``eps · |L| / max |θ_k|`` (eps of the judged dtype) is the size below which a
+  gradient is numerically zero: moving θ_k by its whole size would move L by less
+  than L's own rounding.
+- ``N_k`` is the noise of a correct peer on this very case: the gap between the
+  oracle and the same loss written with ``jax.nn``'s textbook functions and
+  differentiated in the judged dtype (``Reference.noise``). It is of order eps where
+  the problem is well conditioned, and grows exactly where no correct implementation
+  can do better: ``1 - tanh²`` of a saturated unit, softmax with squared error on
+  logits in the hundreds, float32 recurrences that amplify rounding.
+- ``rtol`` is per dtype, in ``TOLERANCES``, each value with the measurement behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A relative bound and the measurement it rests on."""
+
+    rtol: float
+    reason: str
+
+
+TOLERANCES: dict[np.dtype[Any], Tolerance] = {
+    np.dtype(np.float64): Tolerance(rtol=1e-11, reason="PROVISIONAL"),
+    np.dtype(np.float32): Tolerance(rtol=4e-4, reason="PROVISIONAL"),
+}
+"""The one place tolerances live, keyed by the dtype of the result under test."""
+
+NOISE_FACTOR = 8.0
+"""How many times the peer's noise N_k an implementation may stray beyond rtol."""
+
+DIRECTIONAL_TOLERANCES: dict[str, Tolerance] = {
+    "complex": Tolerance(rtol=float("nan"), reason="PROVISIONAL"),
+    "central": Tolerance(rtol=float("nan"), reason="PROVISIONAL"),
+}
+"""Bounds for ``|⟨g, u⟩ - D_u L| / Σ_i |g_i u_i|`` against each finite-difference method."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The oracle's answer for one case, with what is needed to judge against it.
+
+    Attributes:
+        loss: the reference loss L.
+        grads: reference gradients (float64) for ``U, V, W, b_h, b_y, h0, xs``.
+        noise: per key, max |peer - oracle| for a textbook peer run in ``dtype``, or
+            ``None`` where it was not computed (then taken as 0: the strictest bound).
+        input_scale: per key, max |θ_k| of the array the gradient is taken against.
+        dtype: the dtype of the result to be judged (selects rtol and eps).
+    """
+
+    loss: float
+    grads: dict[str, NDArray[np.float64]]
+    noise: dict[str, float] | None
+    input_scale: dict[str, float]
+    dtype: np.dtype[Any]
+
+
+@dataclass(frozen=True)
+class KeyComparison:
+    """The verdict on one gradient key."""
+
+    key: str
+    err: float
+    bound: float
+    max_abs: float
+    index: tuple[int, ...]
+    actual: float
+    expected: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``err <= bound`` (NaN fails)."""
+        return bool(self.err <= self.bound)
+
+    def __str__(self) -> str:
+        where = f"at {self.index}: actual {self.actual:.6g}, expected {self.expected:.6g}"
+        verdict = "<=" if self.ok else ">"
+        return (
+            f"{self.key}: err {self.err:.3g} {verdict} bound {self.bound:.3g}; "
+            f"max abs error {self.max_abs:.3g} {where}"
+        )
+
+
+def tolerance_for(dtype: Any) -> float:
+    """The ``rtol`` for results of ``dtype`` (float32 or float64)."""
+    try:
+        return TOLERANCES[np.dtype(dtype)].rtol
+    except KeyError:
+        raise TypeError(
+            f"no tolerance for dtype {np.dtype(dtype)}; expected float32 or float64"
+        ) from None
+
+
+def compare_gradients(
+    actual: Mapping[str, Any], reference: Reference, *, keys: Iterable[str] | None = None
+) -> list[KeyComparison]:
+    """Judge ``actual[k]`` against ``reference.grads[k]`` for each key, by the measure above.
+
+    ``keys`` defaults to every key of the reference. A key whose array has the wrong
+    shape or a non-finite value gets ``err = inf``.
+    """
+    rtol = tolerance_for(reference.dtype)
+    eps = float(np.finfo(reference.dtype).eps)
+    expected = reference.grads
+    keys = list(expected if keys is None else keys)
+    out = []
+    for k in keys:
+        a = np.asarray(actual[k], dtype=np.float64)
+        e = expected[k]
+        size = reference.input_scale[k]
+        scale = max(
+            float(np.max(np.abs(e), initial=0.0)),
+            eps * abs(reference.loss) / size if size > 0 else 0.0,
+        )
+        noise = 0.0 if reference.noise is None else reference.noise[k]
+        bound = rtol + (NOISE_FACTOR * noise / scale if scale > 0 else 0.0)
+        if a.shape != e.shape:
+            out.append(KeyComparison(k, np.inf, bound, np.inf, (), np.nan, np.nan))
+            continue
+        if a.size == 0:
+            out.append(KeyComparison(k, 0.0, bound, 0.0, (), 0.0, 0.0))
+            continue
+        diff = np.abs(a - e)
+        bad = ~np.isfinite(diff)
+        flat = int(np.argmax(bad)) if bad.any() else int(np.argmax(diff))
+        max_abs = float(diff.flat[flat])
+        if bad.any():
+            err = np.inf
+        elif max_abs == 0.0:
+            err = 0.0
+        else:
+            err = max_abs / scale if scale > 0 else np.inf
+        index = tuple(int(i) for i in np.unravel_index(flat, a.shape))
+        out.append(
+            KeyComparison(k, err, bound, max_abs, index, float(a.flat[flat]), float(e.flat[flat]))
+        )
+    return out
+
+
+def directional_error(
+    grads: Mapping[str, Any], direction: Mapping[str, Any], numeric: float
+) -> float:
+    """``|⟨g, u⟩ - numeric| / Σ_i |g_i u_i|`` over every key of ``direction``.
+
+    The denominator is the size of the terms the inner product sums, so cancellation
+    in ⟨g, u⟩ does not inflate the error; it is 0 only when every term is 0.
+    """
+    terms = [
+        np.asarray(grads[k], dtype=np.float64) * np.asarray(u, dtype=np.float64)
+        for k, u in direction.items()
+    ]
+    analytic = float(sum(np.sum(t) for t in terms))
+    magnitude = float(sum(np.sum(np.abs(t)) for t in terms))
+    gap = abs(analytic - numeric)
+    if not np.isfinite(gap):
+        return float("inf")
+    if gap == 0.0:
+        return 0.0
+    return gap / magnitude if magnitude > 0 else float("inf")

@@ -1,0 +1,39 @@
+"""Shared test configuration: Hypothesis profiles, strict JAX, one BLAS thread per xdist worker."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+# Several xdist workers, each with a multi-threaded BLAS and XLA, oversubscribe two
+# cores and make the small sequential matrix products orders of magnitude slower.
+# XLA reads its flags when it starts, so they are set before anything imports jax.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault(
+        "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+import jax
+
+# The oracle turns x64 on for itself; strict promotion makes a silent broadcast or an
+# accidental float32 round-trip in it an error instead of a quiet wrong answer.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    max_examples=1500,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.register_profile(
+    "thorough", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
