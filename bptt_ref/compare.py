@@ -4,7 +4,7 @@ For each key k (a parameter θ_k, or the inputs ``xs``) with reference gradient 
 gradient under test a_k, the error and its bound are
 
     err_k   = max_i |a_k[i] - e_k[i]| / scale_k
-    scale_k = max( max_i |e_k[i]|,  FLOOR · G,  eps · |L| / max_i |θ_k[i]| )
+    scale_k = max( max_i |e_k[i]|,  eps · |L| / max_i |θ_k[i]| )
     bound_k = rtol + NOISE_FACTOR · N_k / scale_k
 
 and the key passes when err_k <= bound_k.
@@ -41,20 +41,51 @@ class Tolerance:
     reason: str
 
 
+# Measured with the default strategy (T <= 16, and a T <= 64 run) over 221 000 gradients
+# per dtype: NumPy `loss_and_grad` against the float64 oracle, err_k as defined above.
+# The numbers are in README.md ("Tolerances") with the command that printed them.
 TOLERANCES: dict[np.dtype[Any], Tolerance] = {
-    np.dtype(np.float64): Tolerance(rtol=1e-11, reason="PROVISIONAL"),
-    np.dtype(np.float32): Tolerance(rtol=4e-4, reason="PROVISIONAL"),
+    np.dtype(np.float64): Tolerance(
+        rtol=5e-11,
+        reason=(
+            "exact method against exact method in the same precision: err - 8 N_k was at most "
+            "2.6e-12 (p99.99 1.2e-13); 5e-11 leaves 20x headroom for longer sequences and "
+            "still catches a 1e-10 relative error in any one gradient"
+        ),
+    ),
+    np.dtype(np.float32): Tolerance(
+        rtol=4e-4,
+        reason=(
+            "a float32 result against the float64 oracle: err - 8 N_k was at most 3.9e-5 "
+            "(p99.99 6.6e-6); 4e-4 leaves 10x headroom and catches a planted 1.001 factor"
+        ),
+    ),
 }
-"""The one place tolerances live, keyed by the dtype of the result under test."""
+"""The one place gradient tolerances live, keyed by the dtype of the result under test."""
 
 NOISE_FACTOR = 8.0
-"""How many times the peer's noise N_k an implementation may stray beyond rtol."""
+"""How many times the peer's noise N_k an implementation may stray beyond rtol: with 4
+the float32 residual max was 1.1e-4, with 8 it was 3.9e-5, with 16 2.3e-5; the peer and a
+second correct implementation round independently, so their gaps differ by a few times."""
 
 DIRECTIONAL_TOLERANCES: dict[str, Tolerance] = {
-    "complex": Tolerance(rtol=float("nan"), reason="PROVISIONAL"),
-    "central": Tolerance(rtol=float("nan"), reason="PROVISIONAL"),
+    "complex": Tolerance(
+        rtol=1e-12,
+        reason=(
+            "complex step has no subtraction: over 10 834 float64 cases (every activation, "
+            "output, loss, regime and style but exact relu/leaky_relu kinks) the largest error "
+            "was 3.9e-14"
+        ),
+    ),
+    "central": Tolerance(
+        rtol=1e-6,
+        reason=(
+            "the fourth-order stencil with step 3e-4 on smooth activations in contracting and "
+            "near-critical regimes: over 3 968 float64 cases the largest error was 3.1e-8"
+        ),
+    ),
 }
-"""Bounds for ``|⟨g, u⟩ - D_u L| / Σ_i |g_i u_i|`` against each finite-difference method."""
+"""Bounds for ``directional_error`` against each finite-difference method."""
 
 
 @dataclass(frozen=True)

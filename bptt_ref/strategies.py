@@ -29,6 +29,7 @@ __all__ = [
     "Case",
     "cases",
     "configurations",
+    "make_case",
 ]
 
 REGIMES: dict[str, float] = {"contracting": 0.5, "near_critical": 1.0, "expanding": 1.5}
