@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-Array = NDArray[np.inexact]
+Array = NDArray[Any]
+"""Real (float32, float64) or, for the complex step, complex128 arrays."""
 
 LEAKY_RELU_SLOPE = 0.01
 ELU_ALPHA = 1.0
@@ -102,7 +104,7 @@ def _gelu_prime(a: Array, h: Array) -> Array:
 
 def _silu_prime(a: Array, h: Array) -> Array:
     s = sigmoid(a)
-    return s * (1 + a * sigmoid(-a))
+    return np.asarray(s * (1 + a * sigmoid(-a)))
 
 
 HIDDEN: dict[str, Activation] = {
@@ -128,13 +130,13 @@ HIDDEN: dict[str, Activation] = {
 def softmax(z: Array) -> Array:
     """Softmax over the last axis, shifted by the largest real part for stability."""
     e = np.exp(z - np.max(np.real(z), axis=-1, keepdims=True))
-    return e / np.sum(e, axis=-1, keepdims=True)
+    return np.asarray(e / np.sum(e, axis=-1, keepdims=True))
 
 
 def logsumexp(z: Array) -> Array:
     """``log Σ_o exp(z_o)`` over the last axis, without overflow."""
     m = np.max(np.real(z), axis=-1, keepdims=True)
-    return (m + np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True)))[..., 0]
+    return np.asarray(m + np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True)))[..., 0]
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ class OutputActivation:
 
 def _softmax_vjp(z: Array, p: Array, g: Array) -> Array:
     # J = diag(p) - p pᵀ, so Jᵀg = p ⊙ (g - <g, p>) without forming J.
-    return p * (g - np.sum(g * p, axis=-1, keepdims=True))
+    return np.asarray(p * (g - np.sum(g * p, axis=-1, keepdims=True)))
 
 
 OUTPUT: dict[str, OutputActivation] = {

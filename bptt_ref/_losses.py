@@ -31,13 +31,13 @@ def loss_sum(loss: str, z: Array, y_hat: Array, targets: Array) -> Array:
     """
     if loss == "mse":
         r = y_hat - targets
-        return 0.5 * np.sum(r * r)
+        return np.asarray(0.5 * np.sum(r * r))
     if loss == "cross_entropy":
         # -Σ_o y_o log softmax(z)_o = Σ_o y_o (logsumexp(z) - z_o)
-        return np.sum(np.sum(targets, axis=-1) * logsumexp(z)) - np.sum(targets * z)
+        return np.asarray(np.sum(np.sum(targets, axis=-1) * logsumexp(z)) - np.sum(targets * z))
     if loss == "binary_cross_entropy":
         # -y log σ(z) - (1 - y) log(1 - σ(z)) = softplus(z) - y z
-        return np.sum(softplus(z) - targets * z)
+        return np.asarray(np.sum(softplus(z) - targets * z))
     raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(LOSS_OUTPUTS)}")
 
 
@@ -50,7 +50,7 @@ def loss_grad_logits(output: str, loss: str, z: Array, y_hat: Array, targets: Ar
     if loss == "mse":
         return OUTPUT[output].vjp(z, y_hat, y_hat - targets)
     if loss == "cross_entropy":
-        return y_hat * np.sum(targets, axis=-1, keepdims=True) - targets
+        return np.asarray(y_hat * np.sum(targets, axis=-1, keepdims=True) - targets)
     if loss == "binary_cross_entropy":
         return y_hat - targets
     raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(LOSS_OUTPUTS)}")

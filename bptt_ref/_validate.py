@@ -55,7 +55,9 @@ def _as_float_array(name: str, value: Any) -> NDArray[np.floating]:
     arr = np.asarray(value)
     if arr.dtype not in DTYPES:
         raise TypeError(f"{name} has dtype {arr.dtype}; expected float32 or float64")
-    return arr
+    # BLAS takes different paths for other layouts, and the answer must not depend on
+    # how the caller's arrays happen to be laid out in memory.
+    return np.ascontiguousarray(arr)
 
 
 def _check_finite(name: str, arr: NDArray[np.floating]) -> None:
@@ -75,7 +77,10 @@ def check_inputs(
     *,
     loss: str | None = None,
 ) -> tuple[dict[str, NDArray[np.floating]], NDArray[np.floating], NDArray[np.floating] | None]:
-    """Validate and return ``(params, xs, targets)`` as NumPy arrays (never copied).
+    """Validate and return ``(params, xs, targets)`` as C-contiguous NumPy arrays.
+
+    Arrays already C-contiguous are returned as they are (never written to); others
+    are copied.
 
     Dims are read off ``xs`` (T, B, D), ``W`` (H, H) and ``targets`` (T, B, O), or
     ``U`` (O, H) when there are no targets; every other shape must agree with them.

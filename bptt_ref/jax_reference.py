@@ -54,7 +54,8 @@ def _sigmoid(x: jax.Array) -> jax.Array:
 def _tanh(x: jax.Array) -> jax.Array:
     # jnp.tanh differentiates to (1 + t)(1 - t), which loses all precision as |t| → 1
     # (and expm1's rule, 1 + expm1(u), does the same); through σ it is 4 σ(2x) σ(-2x).
-    return 2 * _sigmoid(2 * x) - 1
+    # Near 0, where 2σ(2x) - 1 would cancel, jnp.tanh and its rule are both exact.
+    return jnp.where(jnp.abs(x) < 0.5, jnp.tanh(x), 2 * _sigmoid(2 * x) - 1)
 
 
 def _elu(x: jax.Array) -> jax.Array:

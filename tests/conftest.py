@@ -13,7 +13,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault(
         "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     )
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     threadpool_limits(limits=1)
 
@@ -21,15 +21,15 @@ import jax
 
 # The oracle turns x64 on for itself; strict promotion makes a silent broadcast or an
 # accidental float32 round-trip in it an error instead of a quiet wrong answer.
-jax.config.update("jax_numpy_rank_promotion", "raise")
-jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")  # type: ignore[no-untyped-call]
+jax.config.update("jax_numpy_dtype_promotion", "strict")  # type: ignore[no-untyped-call]
 
 settings.register_profile(
     "ci",
     derandomize=True,
     deadline=None,
     print_blob=True,
-    max_examples=1500,
+    max_examples=4000,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", max_examples=200, deadline=None)

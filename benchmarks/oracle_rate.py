@@ -1,0 +1,61 @@
+"""How many JAX-verified examples per second the property suite sustains after warm-up.
+
+Runs the body of ``tests/test_against_jax.py::test_every_gradient_matches_jax`` (NumPy
+gradients, the oracle, the comparison) under Hypothesis with the ``ci`` settings, after
+one call per dtype has compiled the oracle, and prints the rate.
+
+    python benchmarks/oracle_rate.py [EXAMPLES]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+
+import bptt_ref
+from bptt_ref import jax_reference
+from bptt_ref.strategies import Case, cases, make_case
+
+
+def main(examples: int) -> None:
+    checked = 0
+
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(cases())
+    def verify(case: Case) -> None:
+        nonlocal checked
+        _, grads = bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **case.config)
+        jax_reference.assert_matches_oracle(
+            grads, case.params, case.xs, case.targets, context=repr(case), **case.config
+        )
+        checked += 1
+
+    for dtype in (np.float64, np.float32):
+        warm = make_case(
+            dims={"T": 2, "B": 1, "D": 1, "H": 1, "O": 1},
+            hidden="tanh",
+            output="identity",
+            loss="mse",
+            dtype=dtype,
+            regime="contracting",
+            style="normal",
+            seed=0,
+        )
+        jax_reference.reference(warm.params, warm.xs, warm.targets, **warm.config)
+    start = time.perf_counter()
+    verify()
+    elapsed = time.perf_counter() - start
+    print(f"{checked} JAX-verified examples in {elapsed:.2f} s: {checked / elapsed:.0f} per second")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000)

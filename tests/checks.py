@@ -1,0 +1,84 @@
+"""The comparisons the suite makes, each a function of one case and the gradient under test.
+
+Tests call them with ``bptt_ref.loss_and_grad``; ``test_meta.py`` calls the very same
+functions with planted wrong gradients and requires each to fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+from hypothesis import strategies as st
+
+import bptt_ref
+from bptt_ref import jax_reference
+from bptt_ref.compare import DIRECTIONAL_TOLERANCES, directional_error, tolerance_for
+from bptt_ref.finite_difference import directional_derivative, random_direction
+from bptt_ref.strategies import Case, cases
+
+LossAndGrad = Callable[..., tuple[float, dict[str, Any]]]
+
+SMOOTH = ("identity", "tanh", "sigmoid", "softplus", "silu", "gelu")
+"""Hidden activations with a continuous second derivative, where central differences hold."""
+
+# Complex step differentiates the branch each unit is on; at an exact relu or
+# leaky_relu kink a second-order real perturbation (h²·u_W·u_h0) picks a branch at
+# random, so those cases have no complex-step derivative to compare with.
+complex_step_cases = cases(dtypes=(np.float64,)).filter(
+    lambda c: not (c.style == "kink" and c.hidden in ("relu", "leaky_relu"))
+)
+# Central differences also need no kink within the step and a loss whose higher
+# derivatives along u stay moderate, which an expanding recurrence or inputs scaled by 30
+# break.
+central_difference_cases = cases(
+    dtypes=(np.float64,),
+    hidden=SMOOTH,
+    regimes=("contracting", "near_critical"),
+    styles=("normal", "zeros", "kink"),
+)
+
+
+def check_against_oracle(case: Case, loss_and_grad: LossAndGrad = bptt_ref.loss_and_grad) -> None:
+    """Every gradient and the loss agree with the JAX oracle (``bptt_ref.compare``)."""
+    __tracebackhide__ = True
+    loss, grads = loss_and_grad(case.params, case.xs, case.targets, **case.config)
+    assert set(grads) == set(bptt_ref.GRAD_NAMES)
+    for key, grad in grads.items():
+        assert grad.dtype == case.dtype, key
+    ref = jax_reference.assert_matches_oracle(
+        grads, case.params, case.xs, case.targets, context=repr(case), **case.config
+    )
+    # The loss is one sum, so its rounding is bounded like one gradient entry.
+    assert abs(loss - ref.loss) <= tolerance_for(case.dtype) * max(abs(ref.loss), 1e-300), (
+        f"loss {loss!r} != oracle {ref.loss!r} for {case!r}"
+    )
+
+
+def check_directional(
+    case: Case,
+    method: Literal["complex", "central"],
+    loss_and_grad: LossAndGrad = bptt_ref.loss_and_grad,
+) -> None:
+    """⟨∇L, u⟩ from the gradients agrees with differencing the forward pass along u."""
+    __tracebackhide__ = True
+    _, grads = loss_and_grad(case.params, case.xs, case.targets, **case.config)
+    u = random_direction(np.random.default_rng(case.seed), case.params, case.xs)
+    numeric = directional_derivative(
+        case.params, case.xs, case.targets, u, method=method, **case.config
+    )
+    err = directional_error(grads, u, numeric)
+    bound = DIRECTIONAL_TOLERANCES[method].rtol
+    assert err <= bound, f"{method} difference: err {err:.3g} > {bound:.1g} for {case!r}"
+
+
+ORACLES: dict[str, tuple[st.SearchStrategy[Case], Callable[[Case, LossAndGrad], None]]] = {
+    "jax": (cases(), check_against_oracle),
+    "complex_step": (complex_step_cases, lambda c, lg: check_directional(c, "complex", lg)),
+    "central_difference": (
+        central_difference_cases,
+        lambda c, lg: check_directional(c, "central", lg),
+    ),
+}
+"""Every comparison of gradients the suite makes: the cases it runs on and the check."""

@@ -1,0 +1,197 @@
+"""Bad input gets a clear error; good input is never modified and keeps its dtype."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import bptt_ref
+from bptt_ref.strategies import Case, cases, make_case
+
+
+def small_case(**overrides: Any) -> Case:
+    config: dict[str, Any] = {
+        "dims": {"T": 3, "B": 2, "D": 4, "H": 5, "O": 3},
+        "hidden": "tanh",
+        "output": "identity",
+        "loss": "mse",
+        "dtype": np.float64,
+        "regime": "contracting",
+        "style": "normal",
+        "seed": 0,
+    }
+    return make_case(**{**config, **overrides})
+
+
+def call(case: Case, **changes: Any) -> None:
+    params = {**case.params, **changes.pop("params", {})}
+    for name in changes.pop("drop", ()):
+        del params[name]
+    args = {"xs": case.xs, "targets": case.targets, **changes.pop("arrays", {})}
+    bptt_ref.loss_and_grad(params, args["xs"], args["targets"], **{**case.config, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"drop": ["W"]}, ValueError, "params has missing keys ['W'] and unexpected keys []"),
+        ({"params": {"w": np.zeros(1)}}, ValueError, "unexpected keys ['w']"),
+        (
+            {"params": {"V": np.zeros((5, 3))}},
+            ValueError,
+            "V has shape (5, 3); expected (H, D) = (5, 4) (D from xs, H from W)",
+        ),
+        (
+            {"params": {"b_h": np.zeros((5, 1))}},
+            ValueError,
+            "b_h has shape (5, 1); expected 1 dims (H)",
+        ),
+        (
+            {"params": {"W": np.zeros((5, 4))}},
+            ValueError,
+            "W has shape (5, 4); expected (H, H) = (5, 5)",
+        ),
+        (
+            {"params": {"h0": np.zeros((3, 5))}},
+            ValueError,
+            "h0 has shape (3, 5); expected (B, H) = (2, 5)",
+        ),
+        (
+            {"arrays": {"targets": np.zeros((4, 2, 3))}},
+            ValueError,
+            "targets has shape (4, 2, 3); expected (T, B, O) = (3, 2, 3)",
+        ),
+        (
+            {"params": {"U": np.zeros((3, 5), dtype=np.int64)}},
+            TypeError,
+            "U has dtype int64; expected float32 or float64",
+        ),
+        (
+            {"params": {"U": np.zeros((3, 5), dtype=np.float32)}},
+            TypeError,
+            "U has dtype float32 but xs has float64; all arrays must share one dtype",
+        ),
+        (
+            {"params": {"U": np.zeros((3, 5), dtype=np.complex128)}},
+            TypeError,
+            "U has dtype complex128",
+        ),
+        (
+            {"params": {"b_y": np.array([0.0, np.nan, 1.0])}},
+            ValueError,
+            "b_y contains 1 non-finite value(s), the first at index (1,); expected all finite",
+        ),
+        (
+            {"arrays": {"xs": np.full((3, 2, 4), np.inf)}},
+            ValueError,
+            "xs contains 24 non-finite value(s)",
+        ),
+        (
+            {"hidden": "ReLU"},
+            ValueError,
+            "unknown hidden activation 'ReLU'; expected one of ['elu'",
+        ),
+        ({"output": "soft_max"}, ValueError, "unknown output activation 'soft_max'"),
+        ({"loss": "nll"}, ValueError, "unknown loss 'nll'; expected one of"),
+        (
+            {"loss": "cross_entropy"},
+            ValueError,
+            "loss 'cross_entropy' cannot follow output 'identity'; "
+            "valid output+loss pairs: identity+mse",
+        ),
+        ({"arrays": {"xs": np.zeros((3, 2, 0))}}, ValueError, "xs gives D = 0; expected D >= 1"),
+    ],
+)
+def test_bad_input_is_named(changes: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        call(small_case(), **changes)
+
+
+def test_params_must_be_a_mapping() -> None:
+    case = small_case()
+    with pytest.raises(
+        TypeError, match="params must be a mapping with keys U, V, W, b_h, b_y, h0; got list"
+    ):
+        bptt_ref.loss_and_grad(list(case.params.values()), case.xs, case.targets)  # type: ignore[arg-type]
+
+
+def test_target_domains() -> None:
+    bce = small_case(output="sigmoid", loss="binary_cross_entropy")
+    with pytest.raises(ValueError, match=re.escape("targets has values outside [0, 1]")):
+        call(bce, arrays={"targets": bce.targets + 1.0})
+    ce = small_case(output="softmax", loss="cross_entropy")
+    with pytest.raises(ValueError, match="targets has rows that are not probability distributions"):
+        call(ce, arrays={"targets": 2 * ce.targets})
+
+
+def test_forward_checks_names_and_shapes() -> None:
+    case = small_case()
+    with pytest.raises(ValueError, match="unknown hidden activation 'tan'"):
+        bptt_ref.forward(case.params, case.xs, hidden="tan")
+    with pytest.raises(
+        ValueError, match=re.escape("xs has shape (3, 2); expected 3 dims (T, B, D)")
+    ):
+        bptt_ref.forward(case.params, case.xs[:, :, 0])
+
+
+@given(cases(max_T=6))
+def test_inputs_are_never_modified_and_dtype_is_kept(case: Case) -> None:
+    arrays = {**case.params, "xs": case.xs, "targets": case.targets}
+    before = {k: v.copy() for k, v in arrays.items()}
+    for v in arrays.values():
+        v.flags.writeable = False  # a write would raise
+    loss, grads = bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **case.config)
+    trace = bptt_ref.forward(case.params, case.xs, hidden=case.hidden, output=case.output)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    assert isinstance(loss, float)
+    for k, g in grads.items():
+        assert g.dtype == case.dtype, k
+        assert g.shape == arrays[k].shape, k
+    T, B, _ = case.xs.shape
+    H, O = case.params["W"].shape[0], case.targets.shape[-1]
+    assert [a.shape for a in trace] == [(T, B, H), (T, B, H), (T, B, O), (T, B, O)]
+    assert all(a.dtype == case.dtype for a in trace)
+
+
+@given(cases(max_T=6))
+def test_layout_and_repetition_give_bit_identical_results(case: Case) -> None:
+    _, grads = bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **case.config)
+    fortran = {k: np.asfortranarray(v) for k, v in case.params.items()}
+    strided_xs = np.repeat(case.xs, 2, axis=2)[:, :, ::2]  # a non-contiguous view
+    _, again = bptt_ref.loss_and_grad(fortran, strided_xs, case.targets, **case.config)
+    _, twice = bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **case.config)
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], twice[k], err_msg=f"{k}: not deterministic")
+        np.testing.assert_array_equal(grads[k], again[k], err_msg=f"{k}: depends on layout")
+
+
+def test_random_params_contract() -> None:
+    rng = np.random.default_rng(0)
+    p = bptt_ref.random_params(
+        rng,
+        batch_size=2,
+        input_size=3,
+        hidden_size=4,
+        output_size=5,
+        spectral_radius=1.5,
+        dtype=np.float32,
+    )
+    assert {k: v.shape for k, v in p.items()} == {
+        "U": (5, 4),
+        "V": (4, 3),
+        "W": (4, 4),
+        "b_h": (4,),
+        "b_y": (5,),
+        "h0": (2, 4),
+    }
+    assert all(v.dtype == np.float32 for v in p.values())
+    assert np.max(np.abs(np.linalg.eigvals(p["W"].astype(np.float64)))) == pytest.approx(
+        1.5, rel=1e-6
+    )
+    with pytest.raises(TypeError, match=r"rng must be a numpy\.random\.Generator; got int"):
+        bptt_ref.random_params(0, batch_size=1, input_size=1, hidden_size=1, output_size=1)  # type: ignore[arg-type]
