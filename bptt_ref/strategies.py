@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from hypothesis import strategies as st
@@ -27,6 +27,7 @@ __all__ = [
     "INPUT_STYLES",
     "REGIMES",
     "Case",
+    "Config",
     "cases",
     "configurations",
     "make_case",
@@ -44,6 +45,14 @@ targets; ``xs`` scaled by 30; or with some hidden units held exactly at the kink
 (logits in the hundreds) computes a vanishing gradient as the difference of O(1)
 terms, so every float implementation, the oracle's autodiff included, keeps only
 eps·|logits|/|gradient| of relative precision there, and no two agree."""
+
+
+class Config(TypedDict):
+    """The names that configure the model, as keyword arguments of ``loss_and_grad``."""
+
+    hidden: str
+    output: str
+    loss: str
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,7 @@ class Case:
         return self.xs.dtype
 
     @property
-    def config(self) -> dict[str, str]:
+    def config(self) -> Config:
         """``hidden``, ``output`` and ``loss`` as keyword arguments."""
         return {"hidden": self.hidden, "output": self.output, "loss": self.loss}
 
