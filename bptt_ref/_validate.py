@@ -107,7 +107,8 @@ def check_inputs(
     for name, arr in arrays.items():
         if arr.dtype != dtype:
             raise TypeError(
-                f"{name} has dtype {arr.dtype} but xs has {dtype}; all arrays must share one dtype"
+                f"{name} has dtype {arr.dtype} but xs has {dtype}; "
+                "expected all arrays to share one dtype"
             )
     for name, arr in arrays.items():
         if arr.ndim != len(_SHAPES[name]):
@@ -149,13 +150,13 @@ def check_inputs(
 def _check_target_domain(loss: str | None, targets: NDArray[np.floating]) -> None:
     if loss == "binary_cross_entropy" and ((targets < 0).any() or (targets > 1).any()):
         raise ValueError(
-            "targets has values outside [0, 1]; binary_cross_entropy expects 0 <= y <= 1"
+            "targets has values outside [0, 1]; expected 0 <= y <= 1 for binary_cross_entropy"
         )
     if loss == "cross_entropy":
         # Rows are probability distributions up to the rounding of their own dtype.
         slack = np.sqrt(np.finfo(targets.dtype).eps) * targets.shape[-1]
         if (targets < 0).any() or (np.abs(targets.sum(axis=-1) - 1) > slack).any():
             raise ValueError(
-                "targets has rows that are not probability distributions; cross_entropy expects "
-                f"non-negative rows (over O) that sum to 1 within {slack:.1e}"
+                "targets has rows that are not probability distributions; expected "
+                f"non-negative rows (over O) that sum to 1 within {slack:.1e} for cross_entropy"
             )

@@ -117,17 +117,32 @@ def _softmax_rule_jvp(primals: Any, tangents: Any) -> Any:
     return p, p * (dz - jnp.sum(dz * p, axis=-1, keepdims=True))
 
 
+def _exact_cross_entropy(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+    # -log p_i = softplus(logsumexp_{m≠i} z_m - z_i): autodiff gives -(1 - p_i) as
+    # σ(·), never as p_i - 1, so a confident correct prediction keeps its tiny loss and
+    # gradient. A large finite fill (not -inf) keeps the derivative finite in a row
+    # with no other valid output, where the loss is 0.
+    size = z.shape[-1]
+    others = ~jnp.eye(size, dtype=bool)[None, :, :] & valid[:, None, :]
+    rest = jax.nn.logsumexp(jnp.where(others, z[:, None, :], -1e300), axis=-1)
+    return jnp.sum(jnp.where(valid, y * jax.nn.softplus(rest - z), 0.0), axis=-1)
+
+
+def _log_softmax_cross_entropy(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+    return -jnp.sum(jnp.where(valid, y * jax.nn.log_softmax(z, where=valid), 0.0), axis=-1)
+
+
 def _heads(
-    tanh: _Fn, sigmoid: _Fn, softmax: Callable[[jax.Array, jax.Array], jax.Array]
+    tanh: _Fn,
+    sigmoid: _Fn,
+    softmax: Callable[[jax.Array, jax.Array], jax.Array],
+    cross_entropy: _Head,
 ) -> dict[tuple[str, str], _Head]:
     def mse(f: Callable[[jax.Array, jax.Array], jax.Array]) -> _Head:
         def head(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
             return 0.5 * jnp.sum(jnp.where(valid, (f(z, valid) - y) ** 2, 0.0), axis=-1)
 
         return head
-
-    def cross_entropy(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
-        return -jnp.sum(jnp.where(valid, y * jax.nn.log_softmax(z, where=valid), 0.0), axis=-1)
 
     def binary_cross_entropy(z: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
         nll = y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z)
@@ -143,10 +158,15 @@ def _heads(
     }
 
 
-HEADS = _heads(_tanh, _sigmoid, lambda z, valid: jax.nn.softmax(z, where=valid))
+HEADS = _heads(
+    _tanh, _sigmoid, lambda z, valid: jax.nn.softmax(z, where=valid), _exact_cross_entropy
+)
 """Per-row loss ``loss(f_y(z), y)`` summed over the valid outputs, by (output, loss)."""
 TEXTBOOK_HEADS = _heads(
-    jnp.tanh, jax.nn.sigmoid, lambda z, valid: _softmax_rule(z, valid.astype(z.dtype))
+    jnp.tanh,
+    jax.nn.sigmoid,
+    lambda z, valid: _softmax_rule(z, valid.astype(z.dtype)),
+    _log_softmax_cross_entropy,
 )
 """The heads of the textbook peer."""
 

@@ -73,7 +73,7 @@ def call(case: Case, **changes: Any) -> None:
         (
             {"params": {"U": np.zeros((3, 5), dtype=np.float32)}},
             TypeError,
-            "U has dtype float32 but xs has float64; all arrays must share one dtype",
+            "U has dtype float32 but xs has float64; expected all arrays to share one dtype",
         ),
         (
             {"params": {"U": np.zeros((3, 5), dtype=np.complex128)}},
