@@ -59,7 +59,7 @@ __all__ = [
     "vectorized_grads",
 ]
 
-Grads = dict[str, NDArray[np.floating]]
+Grads = dict[str, Array]
 
 _IMMEDIATE = ("W", "V", "b_h")
 
@@ -88,7 +88,8 @@ class StepJacobians(NamedTuple):
         """``∂h_{k,b}/∂h_{k-1,b} = diag(f_h'(a_{k,b})) W``: shape (B, H, H), or (T, B, H, H)
         for every step when ``k`` is None. Materialized: O(B·H²) per step."""
         slope = self.slope if k is None else self.slope[k]
-        return slope[..., :, None] * self.W
+        blocks: Array = slope[..., :, None] * self.W
+        return blocks
 
     def immediate(self, name: str, k: int) -> Array:
         """The dense immediate partial ``∂h_{k,b}/∂θ`` of one step, ``h_{k-1}`` held fixed.
@@ -100,10 +101,13 @@ class StepJacobians(NamedTuple):
         """
         slope = self.slope[k]
         B, H = slope.shape
+        dense: Array
         if name == "xs":
-            return slope[:, :, None] * self.V
+            dense = slope[:, :, None] * self.V
+            return dense
         if name == "b_h":
-            return slope[:, :, None] * np.eye(H, dtype=slope.dtype)
+            dense = slope[:, :, None] * np.eye(H, dtype=slope.dtype)
+            return dense
         inputs = self._inputs(name, k)
         dense = np.zeros((B, H, H, inputs.shape[-1]), dtype=slope.dtype)
         rows = np.arange(H)
@@ -117,18 +121,24 @@ class StepJacobians(NamedTuple):
         V: ``uᵀ x_k`` (H, D), b_h: ``Σ_b u_b`` (H,), xs: ``u V`` (B, D).
         """
         u = v * self.slope[k]
+        pulled: Array
         if name == "b_h":
-            return u.sum(axis=0)
-        if name == "xs":
-            return u @ self.V
-        return u.T @ self._inputs(name, k)
+            pulled = u.sum(axis=0)
+        elif name == "xs":
+            pulled = u @ self.V
+        else:
+            pulled = u.T @ self._inputs(name, k)
+        return pulled
 
     def _inputs(self, name: str, k: int) -> Array:
+        inputs: Array
         if name == "W":
-            return self.h_prev[k]
-        if name == "V":
-            return self.xs[k]
-        raise ValueError(f"no immediate partial for {name!r}; expected one of W, V, b_h, xs")
+            inputs = self.h_prev[k]
+        elif name == "V":
+            inputs = self.xs[k]
+        else:
+            raise ValueError(f"no immediate partial for {name!r}; expected one of W, V, b_h, xs")
+        return inputs
 
 
 def step_jacobians(params: Mapping[str, Any], xs: Any, *, hidden: str = "tanh") -> StepJacobians:
@@ -289,7 +299,7 @@ def vectorized_grads(
     hidden: str = "tanh",
     output: str = "identity",
     loss: str = "mse",
-) -> tuple[NDArray[np.floating], Grads]:
+) -> tuple[Array, Grads]:
     r"""Per-term gradients ``dL_t/dθ`` for every t, all T chains advanced together.
 
     The note's sum for term t, read right to left as a vector-Jacobian chain from
@@ -344,7 +354,7 @@ def chains_grads(
     hidden: str = "tanh",
     output: str = "identity",
     loss: str = "mse",
-) -> tuple[NDArray[np.floating], Grads]:
+) -> tuple[Array, Grads]:
     """Per-term gradients by one vector-Jacobian chain per loss term, in Python loops.
 
     The same recurrence, shapes and result as :func:`vectorized_grads`, but chain t runs on
@@ -394,7 +404,7 @@ def literal_grads(
     hidden: str = "tanh",
     output: str = "identity",
     loss: str = "mse",
-) -> tuple[NDArray[np.floating], Grads]:
+) -> tuple[Array, Grads]:
     r"""Per-term gradients by the note's formula with every Jacobian materialized.
 
     For each t and each batch row b (row vectors, ``c_t = ∂L_t/∂h_t = g_t U``):
@@ -443,7 +453,7 @@ def lag_contributions(
     hidden: str = "tanh",
     output: str = "identity",
     loss: str = "mse",
-) -> dict[str, NDArray[np.floating]]:
+) -> dict[str, Array]:
     r"""Norms of each summand of the note's sum: the lag decomposition of ``dL_t/dθ``.
 
     Entry ``[t, k]`` (for k <= t) is the Frobenius norm of term k of the sum for ``dL_t/dθ``,
@@ -477,9 +487,7 @@ def lag_contributions(
     return out
 
 
-def jacobian_product_norms(
-    params: Mapping[str, Any], xs: Any, *, hidden: str = "tanh"
-) -> NDArray[np.floating]:
+def jacobian_product_norms(params: Mapping[str, Any], xs: Any, *, hidden: str = "tanh") -> Array:
     r"""Spectral norms of the note's Jacobian products, per batch row.
 
     Entry ``[t, k, b]`` (for k <= t) is :math:`\|\prod_{i=k+1}^{t} J_{i,b}\|_2` with
@@ -498,7 +506,7 @@ def jacobian_product_norms(
     jac = step_jacobians(params, xs, hidden=hidden)
     J = jac.recurrent()
     T, B = jac.slope.shape[:2]
-    out = np.zeros((T, T, B), dtype=jac.slope.dtype)
+    out: Array = np.zeros((T, T, B), dtype=jac.slope.dtype)
     for t in range(T):
         for k, P in _products(J, t):
             if k >= 0:
