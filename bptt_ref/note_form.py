@@ -197,21 +197,24 @@ def _head_grads(g: Array, h: Array, per_term: bool) -> Grads:
     return {"U": rows_g.T @ h.reshape(T * B, -1), "b_y": rows_g.sum(axis=0)}
 
 
-def _assemble(fp: _Pass, u: Array, h0_ct: Array, *, per_term: bool) -> Grads:
+def _assemble(
+    p: Mapping[str, Array], x: Array, states: Array, g: Array, u: Array, h0_ct: Array
+) -> Grads:
     """Every gradient from the cotangents on the pre-activations and on ``h0``.
 
     ``u`` is ``∂L/∂a_k`` (T, B, H) for a total, or ``∂L_t/∂a_k`` (T, T, B, H) per term;
     ``h0_ct`` is the matching cotangent on ``h0``, (B, H) or (T, B, H). Then
     ``dW = Σ_k u_kᵀ h_{k-1}``, ``dV = Σ_k u_kᵀ x_k``, ``db_h = Σ_{k,b} u_{k,b}``,
     ``dx_k = u_k V``; each sum over (k, b) is one matrix product over the T·B rows.
+    ``p``: the parameters; ``x`` (T, B, D); ``states`` (T + 1, B, H); ``g`` (T, B, O).
     """
-    p, x, states = fp.params, fp.xs, fp.states
     T, B, D = x.shape
     H = p["W"].shape[0]
     lead = u.shape[:-3]
+    per_term = bool(lead)
     rows = u.reshape(*lead, T * B, H)
     rows_t = rows.swapaxes(-1, -2)
-    grads = _head_grads(fp.g, states[1:], per_term)
+    grads = _head_grads(g, states[1:], per_term)
     grads.update(
         {
             "V": rows_t @ x.reshape(T * B, D),
@@ -343,7 +346,7 @@ def vectorized_grads(
     u, h0 = _chain_cotangents(
         fp.top, fp.slope, fp.params["W"], np.zeros(T, dtype=np.intp), per_term=True
     )
-    return fp.losses, _assemble(fp, u, h0, per_term=True)
+    return fp.losses, _assemble(fp.params, fp.xs, fp.states, fp.g, u, h0)
 
 
 def chains_grads(
