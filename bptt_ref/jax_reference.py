@@ -36,10 +36,13 @@ __all__ = [
     "HIDDEN",
     "TEXTBOOK_HEADS",
     "TEXTBOOK_HIDDEN",
+    "assert_matches",
     "assert_matches_oracle",
     "bucket",
     "cut_step_losses",
     "judge",
+    "judge_against",
+    "lag_reference",
     "loss_and_grad",
     "masked_reference",
     "per_term_reference",
@@ -321,12 +324,44 @@ def judge(
     at half the cost for the cases that pass.
     """
     config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype}
-    ref = reference(params, xs, targets, noise=False, **config)
+    return judge_against(
+        actual, lambda noise: reference(params, xs, targets, noise=noise, **config), keys=keys
+    )
+
+
+def judge_against(
+    actual: Mapping[str, Any],
+    make_reference: Callable[[bool], Reference],
+    *,
+    keys: Iterable[str] | None = None,
+) -> tuple[Reference, list[KeyComparison]]:
+    """:func:`judge` for any reference: ``make_reference(noise)`` builds it, with or without
+    the peer's noise (e.g. ``partial(truncated_reference, params, xs, targets, window=3)``
+    called as ``noise=...``); the noise is computed only when a key fails without it."""
+    keys = None if keys is None else list(keys)
+    ref = make_reference(False)
     verdicts = compare_gradients(actual, ref, keys=keys)
     if all(v.ok for v in verdicts):
         return ref, verdicts
-    ref = reference(params, xs, targets, noise=True, **config)
+    ref = make_reference(True)
     return ref, compare_gradients(actual, ref, keys=keys)
+
+
+def assert_matches(
+    actual: Mapping[str, Any],
+    make_reference: Callable[[bool], Reference],
+    *,
+    context: str,
+    keys: Iterable[str] | None = None,
+) -> Reference:
+    """:func:`judge_against`, raising ``AssertionError`` naming every failing key."""
+    __tracebackhide__ = True
+    ref, verdicts = judge_against(actual, make_reference, keys=keys)
+    failed = [v for v in verdicts if not v.ok]
+    if failed:
+        lines = "\n".join(f"  {v}" for v in failed)
+        raise AssertionError(f"gradients disagree with the oracle for {context}:\n{lines}")
+    return ref
 
 
 def assert_matches_oracle(
@@ -344,14 +379,13 @@ def assert_matches_oracle(
 ) -> Reference:
     """:func:`judge`, raising ``AssertionError`` naming every failing key; returns the reference."""
     __tracebackhide__ = True
-    ref, verdicts = judge(
-        actual, params, xs, targets, hidden=hidden, output=output, loss=loss, dtype=dtype, keys=keys
+    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype}
+    return assert_matches(
+        actual,
+        lambda noise: reference(params, xs, targets, noise=noise, **config),
+        context=context,
+        keys=keys,
     )
-    failed = [v for v in verdicts if not v.ok]
-    if failed:
-        lines = "\n".join(f"  {v}" for v in failed)
-        raise AssertionError(f"gradients disagree with the oracle for {context}:\n{lines}")
-    return ref
 
 
 def cut_step_losses(
@@ -364,6 +398,7 @@ def cut_step_losses(
     keep: jax.Array | None = None,
     step_mask: jax.Array | None = None,
     freeze: bool = False,
+    stepwise: bool = False,
     textbook: bool = False,
 ) -> jax.Array:
     """Per-step losses ``L_t`` (T,) with gradient cuts and a (T, B) mask: truncation, padding.
@@ -377,6 +412,9 @@ def cut_step_losses(
     - ``step_mask`` (T, B) bool: ``loss(ŷ_{t,b}, y_{t,b})`` counts only where True
       (``None``: everywhere).
     - ``freeze``: where ``step_mask`` is False, the state is held, ``h_{t,b} = h_{t-1,b}``.
+    - ``stepwise``: ``W``, ``V`` and ``b_h`` carry a leading (T,) axis and step i uses
+      ``W[i]``, ``V[i]``, ``b_h[i]``: the gradient with respect to ``W[i]`` is then the
+      immediate contribution of step i alone (the lag decomposition).
     """
     hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
     head_fns = list((TEXTBOOK_HEADS if textbook else HEADS).values())
@@ -386,15 +424,16 @@ def cut_step_losses(
     copies = 1 if keep is None else T
     keep_by_step = jnp.ones((T, 1), dtype=bool) if keep is None else keep.T
     real = jnp.ones((T, B), dtype=bool) if step_mask is None else step_mask
+    # One copy of each weight per step; broadcast copies differentiate to the sum.
+    per_step = {
+        k: arrays[k] if stepwise else jnp.broadcast_to(arrays[k][None], (T, *arrays[k].shape))
+        for k in ("W", "V", "b_h")
+    }
 
     def step(h: jax.Array, inputs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
-        x, y, live, keep_i, real_i, i = inputs
+        x, y, live, keep_i, real_i, i, W, V, b_h = inputs
         h_in = jnp.where(keep_i[:, None, None], h, lax.stop_gradient(h))
-        a = (
-            (x @ arrays["V"].T)[None, :, :]
-            + jnp.einsum("cbj,ij->cbi", h_in, arrays["W"])
-            + arrays["b_h"][None, None, :]
-        )
+        a = (x @ V.T)[None, :, :] + jnp.einsum("cbj,ij->cbi", h_in, W) + b_h[None, None, :]
         moves = live & (real_i if freeze else jnp.ones_like(real_i))
         h_new = jnp.where(moves[None, :, None], lax.switch(hidden_index, hidden_fns, a), h_in)
         own = h_new[0] if keep is None else h_new[i]
@@ -403,12 +442,10 @@ def cut_step_losses(
         return h_new, jnp.sum(jnp.where(live & row_valid & real_i, per_row, 0.0))
 
     init = jnp.broadcast_to(h0[None, :, :], (copies, *h0.shape))
-    inputs = (xs, targets, time_valid, keep_by_step, real, jnp.arange(T))
+    weights = (per_step["W"], per_step["V"], per_step["b_h"])
+    inputs = (xs, targets, time_valid, keep_by_step, real, jnp.arange(T), *weights)
     _, losses = lax.scan(step, init, inputs, unroll=UNROLL)
     return losses
-
-
-_VARIANTS = ("per_term", "cut", "masked", "frozen")
 
 
 @cache
@@ -416,6 +453,7 @@ def _compiled_variant(judged: np.dtype[Any] | None, variant: str) -> Callable[..
     """``(losses, grads)`` of a variant: the oracle (``judged=None``) or its textbook peer.
 
     ``per_term``: :func:`step_losses` and its ``jax.jacrev`` (grads (T, *θ.shape));
+    ``lags``: the same for :func:`cut_step_losses` with ``stepwise`` weights;
     ``cut``, ``masked``, ``frozen``: :func:`cut_step_losses` with ``keep``, with a loss
     mask, with a freezing mask; their sum and its gradient.
     """
@@ -437,14 +475,15 @@ def _compiled_variant(judged: np.dtype[Any] | None, variant: str) -> Callable[..
         return cut_step_losses(
             *base,
             keep=keep if variant == "cut" else None,
-            step_mask=None if variant == "cut" else step_mask,
+            step_mask=step_mask if variant in ("masked", "frozen") else None,
             freeze=variant == "frozen",
+            stepwise=variant == "lags",
             textbook=textbook,
         )
 
     def differentiated(arrays: dict[str, jax.Array], *rest: Any, textbook: bool) -> Any:
         fn = partial(losses, textbook=textbook)
-        if variant == "per_term":
+        if variant in ("per_term", "lags"):
             return fn(arrays, *rest), jax.jacrev(fn)(arrays, *rest)
         return jax.value_and_grad(lambda arr, *r: jnp.sum(fn(arr, *r)))(arrays, *rest)
 
@@ -488,15 +527,21 @@ def _variant_reference(
         cuts = jnp.ones((1, 1), dtype=bool) if keep is None else keep(T_pad, dims["T"])
         step_mask = np.zeros((T_pad, B_pad), dtype=bool)
         step_mask[: dims["T"], : dims["B"]] = True if mask is None else mask
-        full = (*args, cuts, step_mask)
-        # Per term, the leading axis is the padded T of the loss terms.
-        lead = [slice(0, dims["T"])] if variant == "per_term" else []
+        arrays = dict(args[0])
+        stepwise = ("W", "V", "b_h") if variant == "lags" else ()
+        for k in stepwise:
+            arrays[k] = np.broadcast_to(arrays[k], (T_pad, *arrays[k].shape))
+        full = (arrays, *args[1:], cuts, step_mask)
 
         def unpadded(grads: Mapping[str, jax.Array]) -> dict[str, NDArray[np.float64]]:
-            return {
-                k: np.asarray(g, dtype=np.float64)[tuple(lead + [slice(0, n) for n in v.shape])]
-                for (k, g), v in zip(grads.items(), (real[k] for k in grads), strict=True)
-            }
+            out = {}
+            for k, g in grads.items():
+                # Per term, a leading axis of loss terms t; stepwise, one of steps k too.
+                lead = [dims["T"]] * ((variant in ("per_term", "lags")) + (k in stepwise))
+                window = tuple(slice(0, n) for n in (*lead, *real[k].shape))
+                if variant != "lags" or k in stepwise:
+                    out[k] = np.asarray(g, dtype=np.float64)[window]
+            return out
 
         value, grads = _compiled_variant(None, variant)(*full)
         total = float(np.sum(np.asarray(value, dtype=np.float64)))
@@ -531,6 +576,29 @@ def per_term_reference(
     """
     config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
     return _variant_reference("per_term", params, xs, targets, **config)
+
+
+def lag_reference(
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    hidden: str = "tanh",
+    output: str = "identity",
+    loss: str = "mse",
+    dtype: Any = None,
+    noise: bool = True,
+) -> Reference:
+    """Each step's own contribution to each loss term's gradient, for W, V and b_h.
+
+    Step k is given its own copy of the weights (``stepwise`` in :func:`cut_step_losses`)
+    and ``jax.jacrev`` of the per-step losses is taken with respect to every copy:
+    ``grads["W"][t, k]`` (T, T, H, H) is the part of ``dL_t/dW`` that flows through step
+    k's use of W (zero for k > t); ``V`` is (T, T, H, D), ``b_h`` (T, T, H). Otherwise as
+    :func:`reference`.
+    """
+    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
+    return _variant_reference("lags", params, xs, targets, **config)
 
 
 def truncated_reference(
