@@ -91,7 +91,8 @@ def _jacobians_of_one_step(textbook: bool, dtype: np.dtype[Any]) -> Callable[...
     def step(
         index: jax.Array, h: jax.Array, W: jax.Array, V: jax.Array, b_h: jax.Array, x: jax.Array
     ) -> jax.Array:
-        return lax.switch(index, fns, x @ V.T + h @ W.T + b_h[None, :])
+        h_new: jax.Array = lax.switch(index, fns, x @ V.T + h @ W.T + b_h[None, :])
+        return h_new
 
     def all_of_them(index: jax.Array, v: jax.Array, *inputs: jax.Array) -> Any:
         inputs = tuple(a.astype(dtype) for a in inputs)
@@ -283,7 +284,9 @@ def _misattributed_terms(case: Case) -> dict[str, Any]:
     return {k: np.roll(g, 1, axis=0) for k, g in grads.items()}
 
 
-def _fails(planted: Callable[[Case], dict[str, Any]], reference: Callable[[Case, bool], Reference]):
+def _fails(
+    planted: Callable[[Case], dict[str, Any]], reference: Callable[[Case, bool], Reference]
+) -> Callable[[Case], bool]:
     def fails(case: Case) -> bool:
         _, verdicts = jax_reference.judge_against(planted(case), partial(reference, case))
         return not all(v.ok for v in verdicts)
