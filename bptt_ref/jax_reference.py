@@ -424,14 +424,14 @@ def cut_step_losses(
     copies = 1 if keep is None else T
     keep_by_step = jnp.ones((T, 1), dtype=bool) if keep is None else keep.T
     real = jnp.ones((T, B), dtype=bool) if step_mask is None else step_mask
-    # One copy of each weight per step; broadcast copies differentiate to the sum.
-    per_step = {
-        k: arrays[k] if stepwise else jnp.broadcast_to(arrays[k][None], (T, *arrays[k].shape))
-        for k in ("W", "V", "b_h")
-    }
+    # Stepwise, the scan hands each step its own copies. Otherwise the weights are closed
+    # over, as in step_losses, so that the float32 peer accumulates their gradient in the
+    # same order (a tree sum over broadcast copies rounds less, and would understate noise).
+    weights = tuple(arrays[k] for k in ("W", "V", "b_h")) if stepwise else ()
 
     def step(h: jax.Array, inputs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
-        x, y, live, keep_i, real_i, i, W, V, b_h = inputs
+        x, y, live, keep_i, real_i, i, *own_weights = inputs
+        W, V, b_h = own_weights if stepwise else (arrays["W"], arrays["V"], arrays["b_h"])
         h_in = jnp.where(keep_i[:, None, None], h, lax.stop_gradient(h))
         a = (x @ V.T)[None, :, :] + jnp.einsum("cbj,ij->cbi", h_in, W) + b_h[None, None, :]
         moves = live & (real_i if freeze else jnp.ones_like(real_i))
@@ -442,7 +442,6 @@ def cut_step_losses(
         return h_new, jnp.sum(jnp.where(live & row_valid & real_i, per_row, 0.0))
 
     init = jnp.broadcast_to(h0[None, :, :], (copies, *h0.shape))
-    weights = (per_step["W"], per_step["V"], per_step["b_h"])
     inputs = (xs, targets, time_valid, keep_by_step, real, jnp.arange(T), *weights)
     _, losses = lax.scan(step, init, inputs, unroll=UNROLL)
     return losses
