@@ -15,6 +15,17 @@ from bptt_ref._rnn import loss_and_grad as loss_and_grad
 from bptt_ref._rnn import random_params as random_params
 from bptt_ref._validate import GRAD_NAMES as GRAD_NAMES
 from bptt_ref._validate import PARAM_NAMES as PARAM_NAMES
+from bptt_ref.note_form import StepJacobians as StepJacobians
+from bptt_ref.note_form import chains_grads as chains_grads
+from bptt_ref.note_form import jacobian_product_norms as jacobian_product_norms
+from bptt_ref.note_form import lag_contributions as lag_contributions
+from bptt_ref.note_form import literal_grads as literal_grads
+from bptt_ref.note_form import step_jacobians as step_jacobians
+from bptt_ref.note_form import vectorized_grads as vectorized_grads
+from bptt_ref.truncation import MASK_MODES as MASK_MODES
+from bptt_ref.truncation import masked_loss_and_grad as masked_loss_and_grad
+from bptt_ref.truncation import tbptt_loss_and_grad as tbptt_loss_and_grad
+from bptt_ref.truncation import window_loss_and_grad as window_loss_and_grad
 
 __version__ = "0.1.0"
 
@@ -29,12 +40,23 @@ __all__ = [
     "GRAD_NAMES",
     "HIDDEN_ACTIVATIONS",
     "LOSSES",
+    "MASK_MODES",
     "OUTPUT_ACTIVATIONS",
     "PARAM_NAMES",
     "VALID_HEADS",
+    "StepJacobians",
     "Trace",
     "__version__",
+    "chains_grads",
     "forward",
+    "jacobian_product_norms",
+    "lag_contributions",
+    "literal_grads",
     "loss_and_grad",
+    "masked_loss_and_grad",
     "random_params",
+    "step_jacobians",
+    "tbptt_loss_and_grad",
+    "vectorized_grads",
+    "window_loss_and_grad",
 ]

@@ -36,12 +36,19 @@ __all__ = [
     "HIDDEN",
     "TEXTBOOK_HEADS",
     "TEXTBOOK_HIDDEN",
+    "assert_matches",
     "assert_matches_oracle",
     "bucket",
+    "cut_step_losses",
     "judge",
+    "judge_against",
+    "lag_reference",
     "loss_and_grad",
+    "masked_reference",
+    "per_term_reference",
     "reference",
     "step_losses",
+    "truncated_reference",
 ]
 
 
@@ -249,6 +256,31 @@ def _padded(arr: NDArray[np.floating], shape: tuple[int, ...]) -> NDArray[np.flo
     return out
 
 
+def _padded_case(
+    params: Mapping[str, Any], xs: Any, targets: Any, *, hidden: str, output: str, loss: str
+) -> tuple[dict[str, NDArray[np.floating]], dict[str, int], tuple[Any, ...]]:
+    """Check a case and pad it to its bucket: ``(real arrays, dims, oracle arguments)``.
+
+    The arguments are those of :func:`step_losses`: padded float64 ``arrays`` and
+    ``targets``, the (T, B, O) validity masks, and the hidden and head indices.
+    """
+    check_names(hidden, output, loss)
+    p, x, y = check_inputs(params, xs, targets, loss=loss)
+    assert y is not None
+    real = {**p, "xs": x}
+    T, B, D = x.shape
+    dims = {"T": T, "B": B, "D": D, "H": p["W"].shape[0], "O": y.shape[-1]}
+    size = bucket(dims)
+    args = (
+        {k: _padded(v, tuple(size[d] for d in _LAYOUT[k])) for k, v in real.items()},
+        _padded(y, (size["T"], size["B"], size["O"])),
+        tuple(np.arange(size[d]) < dims[d] for d in "TBO"),
+        _HIDDEN_INDEX[hidden],
+        _HEAD_INDEX[(output, loss)],
+    )
+    return real, dims, args
+
+
 def reference(
     params: Mapping[str, Any],
     xs: Any,
@@ -270,21 +302,8 @@ def reference(
     inputs'): how far a correct implementation in that dtype strays on this very case.
     ``noise=False`` skips the peer and leaves ``Reference.noise`` as ``None``.
     """
-    check_names(hidden, output, loss)
-    p, x, y = check_inputs(params, xs, targets, loss=loss)
-    assert y is not None
-    judged = np.dtype(x.dtype if dtype is None else dtype)
-    real = {**p, "xs": x}
-    T, B, D = x.shape
-    dims = {"T": T, "B": B, "D": D, "H": p["W"].shape[0], "O": y.shape[-1]}
-    size = bucket(dims)
-    args = (
-        {k: _padded(v, tuple(size[d] for d in _LAYOUT[k])) for k, v in real.items()},
-        _padded(y, (size["T"], size["B"], size["O"])),
-        tuple(np.arange(size[d]) < dims[d] for d in "TBO"),
-        _HIDDEN_INDEX[hidden],
-        _HEAD_INDEX[(output, loss)],
-    )
+    real, _, args = _padded_case(params, xs, targets, hidden=hidden, output=output, loss=loss)
+    judged = np.dtype(real["xs"].dtype if dtype is None else dtype)
 
     def unpadded(grads: Mapping[str, jax.Array]) -> dict[str, NDArray[np.float64]]:
         return {
@@ -326,12 +345,44 @@ def judge(
     at half the cost for the cases that pass.
     """
     config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype}
-    ref = reference(params, xs, targets, noise=False, **config)
+    return judge_against(
+        actual, lambda noise: reference(params, xs, targets, noise=noise, **config), keys=keys
+    )
+
+
+def judge_against(
+    actual: Mapping[str, Any],
+    make_reference: Callable[[bool], Reference],
+    *,
+    keys: Iterable[str] | None = None,
+) -> tuple[Reference, list[KeyComparison]]:
+    """:func:`judge` for any reference: ``make_reference(noise)`` builds it, with or without
+    the peer's noise (e.g. ``partial(truncated_reference, params, xs, targets, window=3)``
+    called as ``noise=...``); the noise is computed only when a key fails without it."""
+    keys = None if keys is None else list(keys)
+    ref = make_reference(False)
     verdicts = compare_gradients(actual, ref, keys=keys)
     if all(v.ok for v in verdicts):
         return ref, verdicts
-    ref = reference(params, xs, targets, noise=True, **config)
+    ref = make_reference(True)
     return ref, compare_gradients(actual, ref, keys=keys)
+
+
+def assert_matches(
+    actual: Mapping[str, Any],
+    make_reference: Callable[[bool], Reference],
+    *,
+    context: str,
+    keys: Iterable[str] | None = None,
+) -> Reference:
+    """:func:`judge_against`, raising ``AssertionError`` naming every failing key."""
+    __tracebackhide__ = True
+    ref, verdicts = judge_against(actual, make_reference, keys=keys)
+    failed = [v for v in verdicts if not v.ok]
+    if failed:
+        lines = "\n".join(f"  {v}" for v in failed)
+        raise AssertionError(f"gradients disagree with the oracle for {context}:\n{lines}")
+    return ref
 
 
 def assert_matches_oracle(
@@ -349,14 +400,305 @@ def assert_matches_oracle(
 ) -> Reference:
     """:func:`judge`, raising ``AssertionError`` naming every failing key; returns the reference."""
     __tracebackhide__ = True
-    ref, verdicts = judge(
-        actual, params, xs, targets, hidden=hidden, output=output, loss=loss, dtype=dtype, keys=keys
+    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype}
+    return assert_matches(
+        actual,
+        lambda noise: reference(params, xs, targets, noise=noise, **config),
+        context=context,
+        keys=keys,
     )
-    failed = [v for v in verdicts if not v.ok]
-    if failed:
-        lines = "\n".join(f"  {v}" for v in failed)
-        raise AssertionError(f"gradients disagree with the oracle for {context}:\n{lines}")
-    return ref
+
+
+def cut_step_losses(
+    arrays: Mapping[str, jax.Array],
+    targets: jax.Array,
+    masks: tuple[jax.Array, jax.Array, jax.Array],
+    hidden_index: jax.Array | int,
+    head_index: jax.Array | int,
+    *,
+    keep: jax.Array | None = None,
+    step_mask: jax.Array | None = None,
+    freeze: bool = False,
+    stepwise: bool = False,
+    textbook: bool = False,
+) -> jax.Array:
+    """Per-step losses ``L_t`` (T,) with gradient cuts and a (T, B) mask: truncation, padding.
+
+    Arguments as :func:`step_losses`, plus:
+
+    - ``keep`` (T, T) bool: loss term t is computed on its own copy of the state
+      sequence, in which step i reads its input state (``h_{i-1}``, or ``h0`` for i = 0)
+      through ``lax.stop_gradient`` wherever ``keep[t, i]`` is False. Every copy has the
+      same values; only what ``L_t`` differentiates differs. ``None``: one shared copy.
+    - ``step_mask`` (T, B) bool: ``loss(ŷ_{t,b}, y_{t,b})`` counts only where True
+      (``None``: everywhere).
+    - ``freeze``: where ``step_mask`` is False, the state is held, ``h_{t,b} = h_{t-1,b}``.
+    - ``stepwise``: ``W``, ``V`` and ``b_h`` carry a leading (T,) axis and step i uses
+      ``W[i]``, ``V[i]``, ``b_h[i]``: the gradient with respect to ``W[i]`` is then the
+      immediate contribution of step i alone (the lag decomposition).
+    """
+    hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
+    head_fns = list((TEXTBOOK_HEADS if textbook else HEADS).values())
+    time_valid, row_valid, out_valid = masks
+    xs, h0 = arrays["xs"], arrays["h0"]
+    T, B = xs.shape[:2]
+    copies = 1 if keep is None else T
+    keep_by_step = jnp.ones((T, 1), dtype=bool) if keep is None else keep.T
+    real = jnp.ones((T, B), dtype=bool) if step_mask is None else step_mask
+    # Stepwise, the scan hands each step its own copies. Otherwise the weights are closed
+    # over, as in step_losses, so that the float32 peer accumulates their gradient in the
+    # same order (a tree sum over broadcast copies rounds less, and would understate noise).
+    weights = tuple(arrays[k] for k in ("W", "V", "b_h")) if stepwise else ()
+
+    def step(h: jax.Array, inputs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+        x, y, live, keep_i, real_i, i, *own_weights = inputs
+        W, V, b_h = own_weights if stepwise else (arrays["W"], arrays["V"], arrays["b_h"])
+        h_in = jnp.where(keep_i[:, None, None], h, lax.stop_gradient(h))
+        a = (x @ V.T)[None, :, :] + jnp.einsum("cbj,ij->cbi", h_in, W) + b_h[None, None, :]
+        moves = live & (real_i if freeze else jnp.ones_like(real_i))
+        h_new = jnp.where(moves[None, :, None], lax.switch(hidden_index, hidden_fns, a), h_in)
+        own = h_new[0] if keep is None else h_new[i]
+        z = own @ arrays["U"].T + arrays["b_y"][None, :]
+        per_row = lax.switch(head_index, head_fns, z, y, jnp.broadcast_to(out_valid, z.shape))
+        return h_new, jnp.sum(jnp.where(live & row_valid & real_i, per_row, 0.0))
+
+    init = jnp.broadcast_to(h0[None, :, :], (copies, *h0.shape))
+    inputs = (xs, targets, time_valid, keep_by_step, real, jnp.arange(T), *weights)
+    _, losses = lax.scan(step, init, inputs, unroll=UNROLL)
+    return losses
+
+
+@cache
+def _compiled_variant(judged: np.dtype[Any] | None, variant: str) -> Callable[..., Any]:
+    """``(losses, grads)`` of a variant: the oracle (``judged=None``) or its textbook peer.
+
+    ``per_term``: :func:`step_losses` and its ``jax.jacrev`` (grads (T, *θ.shape));
+    ``lags``: the same for :func:`cut_step_losses` with ``stepwise`` weights;
+    ``cut``, ``masked``, ``frozen``: :func:`cut_step_losses` with ``keep``, with a loss
+    mask, with a freezing mask; their sum and its gradient.
+    """
+
+    def losses(
+        arrays: Mapping[str, jax.Array],
+        targets: jax.Array,
+        masks: tuple[jax.Array, jax.Array, jax.Array],
+        hidden_index: jax.Array,
+        head_index: jax.Array,
+        keep: jax.Array,
+        step_mask: jax.Array,
+        *,
+        textbook: bool,
+    ) -> jax.Array:
+        base = (arrays, targets, masks, hidden_index, head_index)
+        if variant == "per_term":
+            return step_losses(*base, textbook=textbook)
+        return cut_step_losses(
+            *base,
+            keep=keep if variant == "cut" else None,
+            step_mask=step_mask if variant in ("masked", "frozen") else None,
+            freeze=variant == "frozen",
+            stepwise=variant == "lags",
+            textbook=textbook,
+        )
+
+    def differentiated(arrays: dict[str, jax.Array], *rest: Any, textbook: bool) -> Any:
+        fn = partial(losses, textbook=textbook)
+        if variant in ("per_term", "lags"):
+            return fn(arrays, *rest), jax.jacrev(fn)(arrays, *rest)
+        return jax.value_and_grad(lambda arr, *r: jnp.sum(fn(arr, *r)))(arrays, *rest)
+
+    if judged is None:
+        return jax.jit(partial(differentiated, textbook=False))
+
+    def peer(arrays: dict[str, jax.Array], targets: jax.Array, *rest: Any) -> Any:
+        cast = {k: v.astype(judged) for k, v in arrays.items()}
+        return differentiated(cast, targets.astype(judged), *rest, textbook=True)
+
+    return jax.jit(peer)
+
+
+def _variant_reference(
+    variant: str,
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    keep: Callable[[int, int], jax.Array] | None = None,
+    mask: Any = None,
+    hidden: str,
+    output: str,
+    loss: str,
+    dtype: Any,
+    noise: bool,
+) -> Reference:
+    """:func:`reference` for a variant of the loss (see :func:`_compiled_variant`).
+
+    ``keep(T_padded, T)`` builds the cut table; ``mask`` is a (T, B) bool array or None.
+    """
+    from bptt_ref.truncation import _check_mask
+
+    real, dims, args = _padded_case(params, xs, targets, hidden=hidden, output=output, loss=loss)
+    if mask is not None:
+        mask = _check_mask(mask, dims["T"], dims["B"])
+    judged = np.dtype(real["xs"].dtype if dtype is None else dtype)
+    size = bucket(dims)
+    T_pad, B_pad = size["T"], size["B"]
+    with jax.enable_x64(True):
+        cuts = jnp.ones((1, 1), dtype=bool) if keep is None else keep(T_pad, dims["T"])
+        step_mask = np.zeros((T_pad, B_pad), dtype=bool)
+        step_mask[: dims["T"], : dims["B"]] = True if mask is None else mask
+        arrays = dict(args[0])
+        stepwise = ("W", "V", "b_h") if variant == "lags" else ()
+        for k in stepwise:
+            arrays[k] = np.broadcast_to(arrays[k], (T_pad, *arrays[k].shape))
+        full = (arrays, *args[1:], cuts, step_mask)
+
+        def unpadded(grads: Mapping[str, jax.Array]) -> dict[str, NDArray[np.float64]]:
+            out = {}
+            for k, g in grads.items():
+                # Per term, a leading axis of loss terms t; stepwise, one of steps k too.
+                lead = [dims["T"]] * ((variant in ("per_term", "lags")) + (k in stepwise))
+                window = tuple(slice(0, n) for n in (*lead, *real[k].shape))
+                if variant != "lags" or k in stepwise:
+                    out[k] = np.asarray(g, dtype=np.float64)[window]
+            return out
+
+        value, grads = _compiled_variant(None, variant)(*full)
+        total = float(np.sum(np.asarray(value, dtype=np.float64)))
+        oracle = unpadded(grads)
+        peer = unpadded(_compiled_variant(judged, variant)(*full)[1]) if noise else None
+    return Reference(
+        loss=total,
+        grads=oracle,
+        noise=None
+        if peer is None
+        else {k: float(np.max(np.abs(peer[k] - g), initial=0.0)) for k, g in oracle.items()},
+        input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
+        dtype=judged,
+    )
+
+
+def per_term_reference(
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    hidden: str = "tanh",
+    output: str = "identity",
+    loss: str = "mse",
+    dtype: Any = None,
+    noise: bool = True,
+) -> Reference:
+    """The per-term gradients ``dL_t/dθ``: ``jax.jacrev`` of :func:`step_losses`.
+
+    As :func:`reference`, but ``grads[θ]`` has shape (T, *θ.shape) (``xs``: (T, T, B, D)),
+    entry t being the gradient of ``L_t`` alone, and ``loss`` is ``L = Σ_t L_t``.
+    """
+    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
+    return _variant_reference("per_term", params, xs, targets, **config)
+
+
+def lag_reference(
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    hidden: str = "tanh",
+    output: str = "identity",
+    loss: str = "mse",
+    dtype: Any = None,
+    noise: bool = True,
+) -> Reference:
+    """Each step's own contribution to each loss term's gradient, for W, V and b_h.
+
+    Step k is given its own copy of the weights (``stepwise`` in :func:`cut_step_losses`)
+    and ``jax.jacrev`` of the per-step losses is taken with respect to every copy:
+    ``grads["W"][t, k]`` (T, T, H, H) is the part of ``dL_t/dW`` that flows through step
+    k's use of W (zero for k > t); ``V`` is (T, T, H, D), ``b_h`` (T, T, H). Otherwise as
+    :func:`reference`.
+    """
+    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
+    return _variant_reference("lags", params, xs, targets, **config)
+
+
+def truncated_reference(
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    window: int | None = None,
+    chunks: tuple[int, int] | None = None,
+    hidden: str = "tanh",
+    output: str = "identity",
+    loss: str = "mse",
+    dtype: Any = None,
+    noise: bool = True,
+) -> Reference:
+    """The truncated gradient of ``L``, by ``lax.stop_gradient`` at the truncation's cuts.
+
+    Exactly one of:
+
+    - ``window=k``: loss term t differentiates steps at most k steps back: step i's input
+      state ``h_{i-1}`` is live iff ``t - (i - 1) <= k``, and ``h0`` (step 0's input, a
+      leaf) iff ``t <= k``.
+    - ``chunks=(k1, k2)``: loss term t belongs to the chunk ending at
+      ``e = min((t // k1 + 1)·k1, T) - 1`` and differentiates the last k2 steps up to e:
+      ``h_{i-1}`` is live iff ``e - (i - 1) < k2``, ``h0`` iff ``e < k2``.
+
+    Otherwise as :func:`reference` (the loss is the full ``L``).
+    """
+    from bptt_ref.truncation import _count
+
+    if (window is None) == (chunks is None):
+        raise ValueError("pass exactly one of window=k or chunks=(k1, k2)")
+    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
+    if window is not None:
+        k = _count("window", window, 0)
+
+        def keep(size: int, T: int) -> jax.Array:
+            t, i = jnp.arange(size)[:, None], jnp.arange(size)[None, :]
+            return jnp.where(i == 0, t <= k, t - (i - 1) <= k)
+
+    else:
+        assert chunks is not None
+        k1, k2 = _count("k1", chunks[0], 1), _count("k2", chunks[1], 1)
+        if k2 < k1:
+            raise ValueError(f"chunks = {chunks}; expected k2 >= k1")
+
+        def keep(size: int, T: int) -> jax.Array:
+            t, i = jnp.arange(size)[:, None], jnp.arange(size)[None, :]
+            end = jnp.minimum((t // k1 + 1) * k1, T) - 1
+            return jnp.where(i == 0, end < k2, end - (i - 1) < k2)
+
+    return _variant_reference("cut", params, xs, targets, keep=keep, **config)
+
+
+def masked_reference(
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    mask: Any,
+    *,
+    mode: str = "loss",
+    hidden: str = "tanh",
+    output: str = "identity",
+    loss: str = "mse",
+    dtype: Any = None,
+    noise: bool = True,
+) -> Reference:
+    """The masked loss ``Σ_{t,b} m_{t,b} loss(ŷ_{t,b}, y_{t,b})`` and its gradient.
+
+    ``mask`` (T, B) bool; ``mode="loss"`` masks the loss only, ``mode="freeze"`` also
+    holds the state on masked steps (``h_{t,b} = h_{t-1,b}``), by ``jnp.where`` in the
+    scan. Otherwise as :func:`reference`.
+    """
+    from bptt_ref.truncation import MASK_MODES
+
+    if mode not in MASK_MODES:
+        raise ValueError(f"unknown mask mode {mode!r}; expected one of {list(MASK_MODES)}")
+    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
+    variant = "frozen" if mode == "freeze" else "masked"
+    return _variant_reference(variant, params, xs, targets, mask=mask, **config)
 
 
 def loss_and_grad(
