@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import bptt_ref
+from bptt_ref import check
 from bptt_ref.compare import DIRECTIONAL_TOLERANCES, directional_error
 from bptt_ref.strategies import REGIMES, Case, make_case
 
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--sweep", choices=sorted(SHAPES), default="default", help="which shapes")
     verify.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
     verify.set_defaults(run=_verify)
+    check.add_parser(commands)
     return parser
 
 
