@@ -168,7 +168,7 @@ class Report:
 
 
 class CheckFailed(AssertionError):
-    """``fn`` returned a wrong gradient, or raised, on some case; :attr:`report` has the evidence."""
+    """``fn`` returned a wrong gradient, or raised, on some case; :attr:`report` says which."""
 
     def __init__(self, report: Report) -> None:
         super().__init__(str(report))
@@ -273,7 +273,8 @@ def _checked_output(
         )
     if not names:
         raise ProtocolError(
-            f"{target} returned no gradients {where}; return at least one of {', '.join(GRAD_NAMES)}"
+            f"{target} returned no gradients {where}; "
+            f"return at least one of {', '.join(GRAD_NAMES)}"
         )
     keys = tuple(k for k in GRAD_NAMES if k in names)
     if search.keys is None:
@@ -499,16 +500,14 @@ def _save(case: Case, keys: tuple[str, ...], directory: Path, name: str) -> Path
     _, expected = jax_reference.loss_and_grad(case.params, case.xs, case.targets, **case.config)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"bptt-ref-failure-{name}.npz"
-    np.savez(
-        path,
+    arrays: dict[str, Any] = {
         **case.params,
-        xs=case.xs,
-        targets=case.targets,
+        "xs": case.xs,
+        "targets": case.targets,
         **{f"expected_{k}": expected[k] for k in keys},
-        hidden=np.str_(case.hidden),
-        output=np.str_(case.output),
-        loss=np.str_(case.loss),
-    )
+        **{k: np.str_(v) for k, v in case.config.items()},
+    }
+    np.savez(path, **arrays)
     return path
 
 
@@ -638,8 +637,9 @@ def check_gradients(
 
     done = time.perf_counter()
     case = search.failing
-    assert case is not None and search.keys is not None
-    keys = search.keys
+    assert case is not None
+    # fn may have raised before it ever returned, and so before its keys were known.
+    keys = search.keys or ()
     stem = re.sub(r"[^\w.-]+", "-", target.rsplit(":", 1)[-1].rsplit("/", 1)[-1]).strip("-")
     directory = Path(tempfile.mkdtemp(prefix="bptt-ref-") if save_dir is None else save_dir)
     path = _save(case, keys, directory, stem or "fn")

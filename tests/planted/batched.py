@@ -19,12 +19,14 @@ GradFn = Callable[[dict[str, Array], Array, Array], dict[str, Array]]
 
 
 def _sigmoid(a: Array) -> Array:
-    return 0.5 * (1 + np.tanh(0.5 * a))  # overflow-free σ
+    s: Array = 0.5 * (1 + np.tanh(0.5 * a))  # overflow-free σ
+    return s
 
 
 def _softmax(z: Array) -> Array:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    p: Array = e / e.sum(axis=-1, keepdims=True)
+    return p
 
 
 def _bptt(
