@@ -32,6 +32,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import sys
 import tempfile
 import time
 import traceback
@@ -230,10 +231,13 @@ def _describe(fn: Callable[..., Any]) -> tuple[str, str]:
     """``(name for the report, Python lines that bind it as fn)``."""
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
-    if module and qualname and "<" not in qualname and module != "__main__":
+    if module and qualname and "<" in qualname:
+        # A function made by a factory is importable under the name it was bound to.
+        namespace = vars(sys.modules[module]) if module in sys.modules else {}
+        qualname = next((n for n, v in namespace.items() if v is fn), None)
+    if module and qualname and module != "__main__":
         head = qualname.split(".")[0]
-        line = f"from {module} import {head}\nfn = {qualname}"
-        return f"{module}:{qualname}", line
+        return f"{module}:{qualname}", f"from {module} import {head}\nfn = {qualname}"
     return repr(fn), "fn = ...  # your gradient function"
 
 
