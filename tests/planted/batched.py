@@ -19,7 +19,7 @@ GradFn = Callable[[dict[str, Array], Array, Array], dict[str, Array]]
 
 
 def _sigmoid(a: Array) -> Array:
-    s: Array = 0.5 * (1 + np.tanh(0.5 * a))  # overflow-free σ
+    s: Array = 1 / (1 + np.exp(-a))
     return s
 
 

@@ -34,9 +34,9 @@ def float32_result(params: dict[str, Array], xs: Array, targets: Array) -> dict[
     return {k: v.astype(np.float32) for k, v in grad(params, xs, targets).items()}
 
 
-def h0_only_for_long(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
+def h0_only_for_short(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
     full = grad(params, xs, targets)
-    return full if xs.shape[0] > 2 else {k: v for k, v in full.items() if k != "h0"}
+    return full if xs.shape[0] <= 2 else {k: v for k, v in full.items() if k != "h0"}
 
 
 def raises_beyond_T3(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
