@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import bptt_ref
+from bptt_ref import check
 from bptt_ref.compare import DIRECTIONAL_TOLERANCES, directional_error
 from bptt_ref.strategies import REGIMES, Case, make_case
 
@@ -120,6 +121,27 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _vectors(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from bptt_ref import vectors
+
+    console = Console(highlight=False)
+    try:
+        with console.status(f"writing golden vectors to {args.out} ..."):
+            manifest = vectors.write(args.out, seed=args.seed)
+    except RuntimeError as exc:
+        console.print(f"FAIL {exc}", markup=False, soft_wrap=True)
+        return 1
+    console.print(
+        f"wrote {len(manifest['cases'])} cases (float64 and float32) and {vectors.MANIFEST} "
+        f"to {args.out}; every gradient agrees with the JAX oracle",
+        markup=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bptt-ref`` with one sub-command per job."""
     parser = argparse.ArgumentParser(prog="bptt-ref", description=__doc__.split("\n\n")[0])
@@ -137,6 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--sweep", choices=sorted(SHAPES), default="default", help="which shapes")
     verify.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
     verify.set_defaults(run=_verify)
+    check.add_parser(commands)
+    golden = commands.add_parser(
+        "vectors",
+        help="write the golden vectors: cases with their JAX-verified loss and gradients",
+        description=(
+            "Write one .npz per case (inputs, loss, every gradient; float64 and float32) and "
+            "manifest.json (configuration, shapes, tolerances, sha256) to DIR; read them back "
+            "with bptt_ref.vectors.load. Exit 1 if any gradient fails its check."
+        ),
+    )
+    golden.add_argument("--out", required=True, metavar="DIR", help="directory to write")
+    golden.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
+    golden.set_defaults(run=_vectors)
     return parser
 
 

@@ -144,6 +144,23 @@ def tolerance_for(dtype: Any) -> float:
         ) from None
 
 
+def scale_and_bound(reference: Reference, key: str) -> tuple[float, float]:
+    """``(scale_k, bound_k)`` of the measure above for one key of ``reference``.
+
+    A gradient passes when ``max_i |a_k[i] - e_k[i]| <= bound_k · scale_k``: that
+    product is the absolute tolerance for this key on this case.
+    """
+    rtol = tolerance_for(reference.dtype)
+    eps = float(np.finfo(reference.dtype).eps)
+    size = reference.input_scale[key]
+    scale = max(
+        float(np.max(np.abs(reference.grads[key]), initial=0.0)),
+        eps * abs(reference.loss) / size if size > 0 else 0.0,
+    )
+    noise = 0.0 if reference.noise is None else reference.noise[key]
+    return scale, rtol + (NOISE_FACTOR * noise / scale if scale > 0 else 0.0)
+
+
 def compare_gradients(
     actual: Mapping[str, Any], reference: Reference, *, keys: Iterable[str] | None = None
 ) -> list[KeyComparison]:
@@ -152,21 +169,13 @@ def compare_gradients(
     ``keys`` defaults to every key of the reference. A key whose array has the wrong
     shape or a non-finite value gets ``err = inf``.
     """
-    rtol = tolerance_for(reference.dtype)
-    eps = float(np.finfo(reference.dtype).eps)
     expected = reference.grads
     keys = list(expected if keys is None else keys)
     out = []
     for k in keys:
         a = np.asarray(actual[k], dtype=np.float64)
         e = expected[k]
-        size = reference.input_scale[k]
-        scale = max(
-            float(np.max(np.abs(e), initial=0.0)),
-            eps * abs(reference.loss) / size if size > 0 else 0.0,
-        )
-        noise = 0.0 if reference.noise is None else reference.noise[k]
-        bound = rtol + (NOISE_FACTOR * noise / scale if scale > 0 else 0.0)
+        scale, bound = scale_and_bound(reference, k)
         if a.shape != e.shape:
             out.append(KeyComparison(k, np.inf, bound, np.inf, (), np.nan, np.nan))
             continue

@@ -1,0 +1,159 @@
+"""``bptt-ref check``: judge a user's gradient function from the command line.
+
+Exit codes: 0 every returned key agrees with the reference on every example; 1 a
+mismatch, or an exception raised by the function (each shown on the smallest case);
+2 a usage or protocol error (cannot import, wrong signature, unknown or missing keys,
+a returned array of the wrong shape or dtype), with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import runpy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+OK, MISMATCH, USAGE = 0, 1, 2
+
+
+_MISSING = object()
+
+
+class UsageError(Exception):
+    """The target cannot be loaded or the arguments are invalid; the message says why."""
+
+
+def load_function(spec: str) -> tuple[Callable[..., Any], str]:
+    """Load ``PATH.py:FUNC`` or ``package.module:FUNC``; returns ``(fn, lines that bind fn)``.
+
+    ``FUNC`` may be dotted (``Class.method``). A file is run with ``__name__`` set to
+    its stem, so its ``if __name__ == "__main__":`` block does not run.
+    """
+    where, sep, attr = spec.rpartition(":")
+    if not sep or not where or not attr:
+        raise UsageError(
+            f"cannot read the target {spec!r}; expected PATH.py:FUNC or package.module:FUNC"
+        )
+    head, *rest = attr.split(".")
+    if where.endswith(".py"):
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise UsageError(f"no file {where} (from the target {spec!r}); check the path")
+        try:
+            namespace = runpy.run_path(str(path), run_name=path.stem)
+        except Exception as exc:
+            raise UsageError(
+                f"running {where} raised {type(exc).__name__}: {exc}; fix the file so that it runs"
+            ) from exc
+        obj = namespace.get(head, _MISSING)
+        binding = f"import runpy\n{head} = runpy.run_path({str(path)!r})[{head!r}]"
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as exc:
+            raise UsageError(
+                f"importing {where} raised {type(exc).__name__}: {exc}; install the package or "
+                "put its directory on PYTHONPATH"
+            ) from exc
+        obj = getattr(module, head, _MISSING)
+        binding = f"from {where} import {head}"
+    if obj is _MISSING:
+        raise UsageError(f"{where} defines no {head!r}; check the name after the colon")
+    for name in rest:
+        obj = getattr(obj, name, _MISSING)
+        if obj is _MISSING:
+            raise UsageError(f"{spec}: {head} has no attribute {name!r}")
+    if not callable(obj):
+        raise UsageError(f"{spec} is a {type(obj).__name__}, not a function")
+    return obj, f"{binding}\nfn = {attr}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the check described by the parsed arguments; returns the exit code."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bptt_ref.testing import ProtocolError, check_gradients
+
+    console = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        fn, binding = load_function(args.target)
+        with console.status(f"checking {args.target} ..."):
+            result = check_gradients(
+                fn,
+                hidden=args.hidden,
+                output=args.output,
+                loss=args.loss,
+                dtype=args.dtype,
+                max_examples=args.examples,
+                seed=args.seed,
+                max_T=args.max_T,
+                max_H=args.max_H,
+                save_dir=args.save_dir,
+                name=args.target,
+                binding=binding,
+            )
+    except (UsageError, ValueError) as exc:
+        err.print(f"bptt-ref check: usage error: {exc}", markup=False, soft_wrap=True)
+        return USAGE
+    except ProtocolError as exc:
+        err.print(f"bptt-ref check: protocol error: {exc}", markup=False, soft_wrap=True)
+        return USAGE
+
+    config = f"hidden={args.hidden} output={args.output} loss={args.loss} dtype={args.dtype}"
+    if result.report is not None:
+        console.print(f"FAIL {result.report}", markup=False, soft_wrap=True)
+        return MISMATCH
+    table = Table(title=f"{args.target}: largest err / bound per key over {result.examples} cases")
+    for column in ("key", "err", "bound", "err / bound"):
+        table.add_column(column, justify="right")
+    for key in result.keys:
+        v = result.worst[key]
+        table.add_row(key, f"{v.err:.2g}", f"{v.bound:.2g}", f"{v.err / v.bound:.2g}")
+    console.print(table)
+    console.print(
+        f"ok: {', '.join(result.keys)} agree with the reference on {result.examples} cases "
+        f"({config}, seed {args.seed})",
+        markup=False,
+        soft_wrap=True,
+    )
+    return OK
+
+
+def add_parser(commands: Any) -> None:
+    """Add the ``check`` sub-command to ``commands`` (an argparse sub-parsers object)."""
+    import bptt_ref
+
+    check = commands.add_parser(
+        "check",
+        help="check your own gradient function against the reference",
+        description=(
+            "Judge fn(params, xs, targets) -> {key: gradient} on Hypothesis-drawn cases; "
+            "shrink a failure to the smallest case, save it as .npz and explain it. "
+            "Exit 0: all keys agree; 1: a mismatch or fn raised; 2: usage or protocol error."
+        ),
+    )
+    check.add_argument("target", help="PATH.py:FUNC or package.module:FUNC")
+    check.add_argument("--hidden", choices=bptt_ref.HIDDEN_ACTIVATIONS, default="tanh")
+    check.add_argument("--output", choices=bptt_ref.OUTPUT_ACTIVATIONS, default="identity")
+    check.add_argument("--loss", choices=bptt_ref.LOSSES, default="mse")
+    check.add_argument(
+        "--dtype", choices=("float64", "float32"), default="float64", help="dtype fn receives"
+    )
+    check.add_argument("--examples", type=int, default=100, help="cases to try (default 100)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
+    check.add_argument(
+        "--max-T", dest="max_T", type=int, default=16, help="longest sequence (default 16)"
+    )
+    check.add_argument(
+        "--max-H", dest="max_H", type=int, default=8, help="largest hidden size (default 8)"
+    )
+    check.add_argument(
+        "--save-dir",
+        default=None,
+        help="where the failing case's .npz goes (default: a new temporary directory)",
+    )
+    check.set_defaults(run=run)
