@@ -3,11 +3,13 @@
 Run: PYTHONPATH=. python docs/measure_agreement.py
 """
 
-import itertools, numpy as np, bptt_ref
+import numpy as np
+
+import bptt_ref
 from bptt_ref import jax_reference as jr
-from bptt_ref.compare import compare_gradients
-from bptt_ref.strategies import make_case, REGIMES, INPUT_STYLES
 from bptt_ref._losses import VALID_HEADS
+from bptt_ref.compare import compare_gradients
+from bptt_ref.strategies import INPUT_STYLES, REGIMES, make_case
 
 rng = np.random.default_rng(123)
 worst = {}
@@ -26,13 +28,13 @@ for n in range(300):
         [s for s in INPUT_STYLES if not (s == "large" and (out, loss) == ("softmax", "mse"))]
     )
     dt = [np.float64, np.float32][n % 2]
-    dims = dict(
-        T=int(rng.integers(1, 9)),
-        B=int(rng.integers(1, 4)),
-        D=int(rng.integers(1, 4)),
-        H=int(rng.integers(1, 5)),
-        O=int(rng.integers(1, 4)),
-    )
+    dims = {
+        "T": int(rng.integers(1, 9)),
+        "B": int(rng.integers(1, 4)),
+        "D": int(rng.integers(1, 4)),
+        "H": int(rng.integers(1, 5)),
+        "O": int(rng.integers(1, 4)),
+    }
     c = make_case(
         dims=dims,
         hidden=str(hidden),
