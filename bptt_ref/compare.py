@@ -4,8 +4,8 @@ For each key k (a parameter θ_k, or the inputs ``xs``) with reference gradient 
 gradient under test a_k, the error and its bound are
 
     err_k   = max_i |a_k[i] - e_k[i]| / scale_k
-    scale_k = max( max_i |e_k[i]|,  eps · |L| / max_i |θ_k[i]| )
-    bound_k = rtol + NOISE_FACTOR · N_k / scale_k
+    scale_k = max( max_i |e_k[i]|,  eps · |L| / max_i |θ_k[i]|,  eps · R_k )
+    bound_k = rtol + (NOISE_FACTOR · N_k + ROUNDING_FACTOR · eps · R_k) / scale_k
 
 and the key passes when err_k <= bound_k.
 
@@ -20,7 +20,16 @@ and the key passes when err_k <= bound_k.
   the problem is well conditioned, and grows exactly where no correct implementation
   can do better: ``1 - tanh²`` of a saturated unit, softmax with squared error on
   logits in the hundreds, float32 recurrences that amplify rounding.
+- ``R_k`` is the gradient's *magnitude*: the largest entry of the same sums with every
+  factor replaced by its absolute value and ``f_h'`` by 1 (for W: Σ_t |∂L/∂h_t|ᵀ |h_{t-1}|),
+  from the oracle's own h_t, ∂L/∂h_t and ∂L/∂z_t (``Reference.rounding``). ``eps · R_k``
+  is what any correct implementation's rounding is made of: a sum of T·B terms that
+  cancel, or a saturating derivative (``1 - tanh²``) known only to eps absolutely. It
+  catches what one peer can miss by rounding luckier than a second implementation.
 - ``rtol`` is per dtype, in ``TOLERANCES``, each value with the measurement behind it.
+
+N_k and R_k only ever widen a bound; they are computed only when a key fails without
+them (``jax_reference.judge``), which cannot change a verdict.
 """
 
 from __future__ import annotations
@@ -63,6 +72,9 @@ TOLERANCES: dict[np.dtype[Any], Tolerance] = {
 }
 """The one place gradient tolerances live, keyed by the dtype of the result under test."""
 
+ROUNDING_FACTOR = 4.0
+"""How many times eps · R_k an implementation may stray beyond rtol (see the measure)."""
+
 NOISE_FACTOR = 8.0
 """How many times the peer's noise N_k an implementation may stray beyond rtol: with 4
 the float32 residual max was 1.1e-4, with 8 it was 3.9e-5, with 16 2.3e-5; the peer and a
@@ -99,6 +111,7 @@ class Reference:
             ``None`` where it was not computed (then taken as 0: the strictest bound).
         input_scale: per key, max |θ_k| of the array the gradient is taken against.
         dtype: the dtype of the result to be judged (selects rtol and eps).
+        rounding: per key, the magnitude R_k, or ``None`` (then 0) where not computed.
     """
 
     loss: float
@@ -106,6 +119,7 @@ class Reference:
     noise: dict[str, float] | None
     input_scale: dict[str, float]
     dtype: np.dtype[Any]
+    rounding: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,12 +167,15 @@ def scale_and_bound(reference: Reference, key: str) -> tuple[float, float]:
     rtol = tolerance_for(reference.dtype)
     eps = float(np.finfo(reference.dtype).eps)
     size = reference.input_scale[key]
+    magnitude = 0.0 if reference.rounding is None else reference.rounding[key]
     scale = max(
         float(np.max(np.abs(reference.grads[key]), initial=0.0)),
         eps * abs(reference.loss) / size if size > 0 else 0.0,
+        eps * magnitude,
     )
     noise = 0.0 if reference.noise is None else reference.noise[key]
-    return scale, rtol + (NOISE_FACTOR * noise / scale if scale > 0 else 0.0)
+    widening = NOISE_FACTOR * noise + ROUNDING_FACTOR * eps * magnitude
+    return scale, rtol + (widening / scale if scale > 0 else 0.0)
 
 
 def compare_gradients(

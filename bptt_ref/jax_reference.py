@@ -192,6 +192,47 @@ def bucket(dims: Mapping[str, int]) -> dict[str, int]:
     return {d: max(_FLOORS[d], 1 << max(n - 1, 0).bit_length()) for d, n in dims.items()}
 
 
+def _scan(
+    arrays: Mapping[str, jax.Array],
+    targets: jax.Array,
+    masks: tuple[jax.Array, jax.Array, jax.Array],
+    hidden_index: jax.Array | int,
+    head_index: jax.Array | int,
+    *,
+    textbook: bool = False,
+    probes: tuple[jax.Array, jax.Array] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`step_losses` and the hidden states h_t (T, B, H) it runs through.
+
+    ``probes`` (T, B, H) and (T, B, O), added to h_t and z_t, are zero where given:
+    the gradient with respect to them is ``∂L/∂h_t`` and ``∂L/∂z_t``.
+    """
+    hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
+    head_fns = list((TEXTBOOK_HEADS if textbook else HEADS).values())
+    time_valid, row_valid, out_valid = masks
+    T, B, _ = arrays["xs"].shape
+    dtype = arrays["h0"].dtype
+    probe_h, probe_z = probes or (
+        jnp.zeros((T, B, arrays["h0"].shape[-1]), dtype=dtype),
+        jnp.zeros((T, B, targets.shape[-1]), dtype=dtype),
+    )
+
+    def step(
+        h: jax.Array, inputs: tuple[jax.Array, ...]
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        x, y, live, ph, pz = inputs
+        # Broadcasts are spelled out so that strict rank promotion can be on in tests.
+        a = x @ arrays["V"].T + h @ arrays["W"].T + arrays["b_h"][None, :]
+        h_new = jnp.where(live, lax.switch(hidden_index, hidden_fns, a), h) + ph
+        z = h_new @ arrays["U"].T + arrays["b_y"][None, :] + pz
+        per_row = lax.switch(head_index, head_fns, z, y, jnp.broadcast_to(out_valid, z.shape))
+        return h_new, (jnp.sum(jnp.where(live & row_valid, per_row, 0.0)), h_new)
+
+    inputs = (arrays["xs"], targets, time_valid, probe_h, probe_z)
+    _, (losses, states) = lax.scan(step, arrays["h0"], inputs, unroll=UNROLL)
+    return losses, states
+
+
 def step_losses(
     arrays: Mapping[str, jax.Array],
     targets: jax.Array,
@@ -209,23 +250,46 @@ def step_losses(
     masks this is the plain RNN loss of the README, written with ``lax.scan``;
     ``textbook=True`` uses ``TEXTBOOK_HIDDEN`` and ``TEXTBOOK_HEADS`` instead.
     """
-    hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
-    head_fns = list((TEXTBOOK_HEADS if textbook else HEADS).values())
-    time_valid, row_valid, out_valid = masks
+    return _scan(arrays, targets, masks, hidden_index, head_index, textbook=textbook)[0]
 
-    def step(
-        h: jax.Array, inputs: tuple[jax.Array, jax.Array, jax.Array]
-    ) -> tuple[jax.Array, jax.Array]:
-        x, y, live = inputs
-        # Broadcasts are spelled out so that strict rank promotion can be on in tests.
-        a = x @ arrays["V"].T + h @ arrays["W"].T + arrays["b_h"][None, :]
-        h_new = jnp.where(live, lax.switch(hidden_index, hidden_fns, a), h)
-        z = h_new @ arrays["U"].T + arrays["b_y"][None, :]
-        per_row = lax.switch(head_index, head_fns, z, y, jnp.broadcast_to(out_valid, z.shape))
-        return h_new, jnp.sum(jnp.where(live & row_valid, per_row, 0.0))
 
-    _, losses = lax.scan(step, arrays["h0"], (arrays["xs"], targets, time_valid), unroll=UNROLL)
-    return losses
+@jax.jit
+def _cotangents(
+    arrays: dict[str, jax.Array], targets: jax.Array, *rest: Any
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The oracle's h_t, ``∂L/∂h_t`` and ``∂L/∂z_t``: (T, B, H), (T, B, H), (T, B, O)."""
+    T, B, _ = arrays["xs"].shape
+    zeros = (jnp.zeros((T, B, arrays["h0"].shape[-1])), jnp.zeros((T, B, targets.shape[-1])))
+
+    def total(probes: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        losses, states = _scan(arrays, targets, *rest, probes=probes)
+        return jnp.sum(losses), states
+
+    (dh, dz), states = jax.grad(total, has_aux=True)(zeros)
+    return states, dh, dz
+
+
+def _rounding_scales(
+    real: Mapping[str, NDArray[np.floating]], cotangents: tuple[jax.Array, ...]
+) -> dict[str, float]:
+    """Per key, the largest entry of the gradient's *magnitude*: the same sums with
+    every factor replaced by its absolute value and ``f_h'`` by 1 (see compare.py)."""
+    T, B, D = real["xs"].shape
+    H, O = real["W"].shape[0], real["U"].shape[0]
+    h, c, g = (np.abs(np.asarray(a, dtype=np.float64)[:T, :B]) for a in cotangents)
+    h, c, g = h[..., :H], c[..., :H], g[..., :O]
+    prev = np.concatenate([np.abs(real["h0"])[None], h[:-1]]).reshape(T * B, H)
+    rows_c, rows_g = c.reshape(T * B, H), g.reshape(T * B, O)
+    magnitudes = {
+        "U": rows_g.T @ h.reshape(T * B, H),
+        "V": rows_c.T @ np.abs(real["xs"]).reshape(T * B, D),
+        "W": rows_c.T @ prev,
+        "b_h": rows_c.sum(axis=0),
+        "b_y": rows_g.sum(axis=0),
+        "h0": c[0] @ np.abs(real["W"]) if T > 0 else np.zeros(0),
+        "xs": rows_c @ np.abs(real["V"]),
+    }
+    return {k: float(np.max(m, initial=0.0)) for k, m in magnitudes.items()}
 
 
 def _total_loss(arrays: Mapping[str, jax.Array], *rest: Any, textbook: bool = False) -> jax.Array:
@@ -315,6 +379,7 @@ def reference(
         value, grads = _compiled(None)(*args)
         oracle = unpadded(grads)
         peer = unpadded(_compiled(judged)(*args)[1]) if noise else None
+        rounding = _rounding_scales(real, _cotangents(*args)) if noise else None
     return Reference(
         loss=float(value),
         grads=oracle,
@@ -323,6 +388,7 @@ def reference(
         else {k: float(np.max(np.abs(peer[k] - g), initial=0.0)) for k, g in oracle.items()},
         input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
         dtype=judged,
+        rounding=rounding,
     )
 
 
@@ -567,6 +633,9 @@ def _variant_reference(
         total = float(np.sum(np.asarray(value, dtype=np.float64)))
         oracle = unpadded(grads)
         peer = unpadded(_compiled_variant(judged, variant)(*full)[1]) if noise else None
+        # The untruncated model's magnitudes: every variant's sums run over a subset of
+        # the same terms, so they bound its rounding too.
+        rounding = _rounding_scales(real, _cotangents(*args)) if noise else None
     return Reference(
         loss=total,
         grads=oracle,
@@ -575,6 +644,7 @@ def _variant_reference(
         else {k: float(np.max(np.abs(peer[k] - g), initial=0.0)) for k, g in oracle.items()},
         input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
         dtype=judged,
+        rounding=rounding,
     )
 
 

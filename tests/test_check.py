@@ -43,20 +43,7 @@ def check(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedPro
     ("target", "args"),
     [
         pytest.param("planted.batched:grad", [], id="batched-float64"),
-        pytest.param(
-            "planted.batched:grad",
-            ["--dtype", "float32"],
-            id="batched-float32",
-            marks=pytest.mark.xfail(
-                reason=(
-                    "known false positive of the tolerance model, reported to the lead: on "
-                    "saturated float32 inputs ('large', T=1, seed 706) 1 - h² in NumPy rounds "
-                    "to one ulp where the XLA peer's tanh gives exactly 1, so the peer's noise "
-                    "underestimates a textbook implementation's (err/bound 1.1)"
-                ),
-                strict=False,
-            ),
-        ),
+        pytest.param("planted.batched:grad", ["--dtype", "float32"], id="batched-float32"),
         pytest.param(str(TESTS / "planted" / "column_loop.py") + ":grad", [], id="loop-by-path"),
         pytest.param("planted.column_loop:grad", ["--dtype", "float32"], id="loop-float64-out"),
         pytest.param(
