@@ -17,12 +17,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     threadpool_limits(limits=1)
 
-import jax
-
-# The oracle turns x64 on for itself; strict promotion makes a silent broadcast or an
-# accidental float32 round-trip in it an error instead of a quiet wrong answer.
-jax.config.update("jax_numpy_rank_promotion", "raise")  # type: ignore[no-untyped-call]
-jax.config.update("jax_numpy_dtype_promotion", "strict")  # type: ignore[no-untyped-call]
+try:
+    import jax
+except ImportError:
+    # The mutation session (nox -s mutation) runs the JAX-free tests in an environment
+    # without JAX: its mutants run in forked processes, which deadlock once XLA's
+    # thread pool exists.
+    pass
+else:
+    # The oracle turns x64 on for itself; strict promotion makes a silent broadcast or an
+    # accidental float32 round-trip in it an error instead of a quiet wrong answer.
+    jax.config.update("jax_numpy_rank_promotion", "raise")  # type: ignore[no-untyped-call]
+    jax.config.update("jax_numpy_dtype_promotion", "strict")  # type: ignore[no-untyped-call]
 
 settings.register_profile(
     "ci",
