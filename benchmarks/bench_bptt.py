@@ -53,6 +53,7 @@ SIZES = [
 T_SWEEP = [Size(32, 64, 128, 64, T) for T in (10, 30, 100, 300, 1000)]
 H_SWEEP = [Size(32, 64, H, 64, 100) for H in (16, 32, 64, 128, 256, 512)]
 SMOKE = Size(2, 3, 8, 2, 5)
+SECTIONS = ("sizes", "T", "H")
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # A 1-minute load average above this, per core, before the run means another process
 # was competing for the cores; during the run this process adds up to one per core.
@@ -250,11 +251,13 @@ def measure_group(
     return out
 
 
-def plan(smoke: bool) -> list[tuple[Size, list[str]]]:
+def plan(smoke: bool, only: Sequence[str] = SECTIONS) -> list[tuple[Size, list[str]]]:
     """Every size once, with the sections (``sizes``, ``T``, ``H``) it belongs to."""
     sections = {"sizes": [SMOKE]} if smoke else {"sizes": SIZES, "T": T_SWEEP, "H": H_SWEEP}
     tags: dict[Size, list[str]] = {}
     for section, sizes in sections.items():
+        if section not in only:
+            continue
         for size in sizes:
             tags.setdefault(size, []).append(section)
     if smoke:
@@ -278,7 +281,11 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "load_start": _load(),
         "groups": [],
     }
-    work = [(size, tags, dtype) for size, tags in plan(args.smoke) for dtype in args.dtypes]
+    work = [
+        (size, tags, dtype)
+        for size, tags in plan(args.smoke, args.sections)
+        for dtype in args.dtypes
+    ]
     with Progress(console=console) as bar:
         task = bar.add_task("bench", total=len(work))
         for size, tags, dtype in work:
@@ -440,7 +447,8 @@ def report(result: dict[str, Any]) -> str:
     tables: list[str] = []
     for section, title in (("sizes", "Sizes"), ("T", "T sweep"), ("H", "H sweep")):
         # The smoke run's one size is every section; its table is printed once.
-        if (table := markdown(result, section)) not in tables:
+        table = markdown(result, section)
+        if table.count("\n") > 1 and table not in tables:
             tables.append(table)
             parts += ["", f"### {title}", "", table]
     parts += [
@@ -468,6 +476,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="output folder (default: see below)")
     parser.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "float64"])
     parser.add_argument("--rows", nargs="+", help="only these rows (default: every row)")
+    parser.add_argument("--sections", nargs="+", default=SECTIONS, choices=SECTIONS)
     parser.add_argument("--repeats", type=int, default=None, help="samples per row")
     parser.add_argument("--warmup", type=int, default=2, help="calls before the samples")
     parser.add_argument("--min-sample", type=float, default=None, help="seconds per sample")

@@ -48,7 +48,8 @@ def _sweep(result: dict[str, Any], section: str, dim: str, path: Path) -> None:
             _guides(ax, anchor[0], anchor[1][0], dim)
         ax.set(xscale="log", yscale="log", xlabel=dim, ylabel="fwd+bwd time (s)", title=dtype)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -67,7 +68,8 @@ def _ratio_to_floor(result: dict[str, Any], path: Path) -> None:
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set(xscale="log", yscale="log", xlabel="H", ylabel="time / blas_floor", title=dtype)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -57,12 +57,13 @@ def softplus(a: Array) -> Array:
 
 
 def _tanh_prime(a: Array, h: Array) -> Array:
-    # 4 σ(2a) σ(-2a) = 4e / (1 + e)² with e = exp(-2a), or with e = exp(2a): the value is
-    # the same for either sign, so taking it from Re(a) keeps exp from overflowing, and the
-    # form needs no np.where, which is slower than the whole formula on large arrays.
-    e = np.exp(-2 * np.copysign(1.0, np.real(a)) * a)
-    d = 1 + e
-    return np.asarray(4 * e / (d * d))
+    # sech²(a) = 4 σ(2a) σ(-2a) from one cosh, in place: three passes over a, no
+    # cancellation. Where cosh² overflows (|a| > 44 in float32, 355 in float64), sech² is
+    # below 1e-38 (1e-308) and 0 is its value to the dtype's normal range.
+    with np.errstate(over="ignore"):
+        c = np.cosh(a)
+        c *= c
+    return np.reciprocal(c, out=c)
 
 
 def _sigmoid_prime(a: Array, h: Array) -> Array:
