@@ -16,7 +16,7 @@ def tests(session: nox.Session) -> None:
 
     HYPOTHESIS_PROFILE picks the Hypothesis profile: dev (default), ci or thorough.
     """
-    session.install(".[cli]", *nox.project.dependency_groups(PYPROJECT, "test"))
+    session.install(".[cli,plot]", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("pytest", *session.posargs)
 
 
@@ -31,5 +31,17 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the package, the tests and this file with mypy (strict)."""
-    session.install(".[cli]", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    session.install(".[cli,plot]", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
     session.run("mypy", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Time the gradient against JAX and the BLAS floor (options after --; see --help).
+
+    ``nox -s bench -- --smoke`` runs one tiny size in seconds. A full run writes its
+    table, JSON and plots to benchmarks/results/. PyTorch gets a row when it is
+    installed in the session (``session.install`` it by hand; it is not a dependency).
+    """
+    session.install(".[jax,plot]", *nox.project.dependency_groups(PYPROJECT, "bench"))
+    session.run("python", "benchmarks/bench_bptt.py", *session.posargs)

@@ -29,28 +29,58 @@ class Trace(NamedTuple):
     y_hat: Array
 
 
-def _run(
-    params: Mapping[str, Array], xs: Array, hidden: str, output: str
-) -> tuple[Array, Array, Array, Array]:
-    """Forward pass without checks; returns ``(states, a, z, y_hat)``.
+class _Pass(NamedTuple):
+    """The forward pass as :func:`loss_and_grad` lays it out in memory.
 
-    ``states`` has shape (T + 1, B, H) with ``states[0] = h0`` and ``states[t + 1] = h_t``,
-    so that ``states[:-1]`` is the h_{t-1} sequence the weight gradient needs, as a view.
+    ``states`` (T + 1, B, H) holds ``states[0] = h0`` and ``states[t + 1] = h_t``, so that
+    ``states[:-1]`` is the h_{t-1} sequence the weight gradient needs, as a view.
+    ``joint`` (T + 1, B, H + O) holds ``a_t`` in ``joint[t, :, :H]`` and ``z_t`` in
+    ``joint[t + 1, :, H:]``: the backward pass overwrites ``a_t`` with ``f_h'(a_t)`` and then
+    with ``δ_t``, and ``z_t`` with ``g_t``, so that ``joint[t + 1]`` is ``[δ_{t+1}, g_t]`` and
+    each step of the δ recurrence is one matrix product.
     """
+
+    states: Array
+    joint: Array
+    y_hat: Array
+
+    @property
+    def a(self) -> Array:
+        """Pre-activations, shape (T, B, H), a view of ``joint``."""
+        return _views(self.joint, self.states.shape[-1])[0]
+
+    @property
+    def z(self) -> Array:
+        """Logits, shape (T, B, O), a view of ``joint``."""
+        return _views(self.joint, self.states.shape[-1])[1]
+
+
+def _views(joint: Array, H: int) -> tuple[Array, Array]:
+    return joint[:-1, :, :H], joint[1:, :, H:]
+
+
+def _run(params: Mapping[str, Array], xs: Array, hidden: str, output: str) -> _Pass:
+    """Forward pass without checks."""
     U, V, W, b_h, b_y, h0 = (params[k] for k in ("U", "V", "W", "b_h", "b_y", "h0"))
     T, B, D = xs.shape
     H, O = W.shape[0], U.shape[0]
     f = HIDDEN[hidden].f
+    dtype = np.result_type(xs, *params.values())
+    states = np.empty((T + 1, B, H), dtype)
+    joint = np.empty((T + 1, B, H + O), dtype)
+    a, z = _views(joint, H)
     # Only the recurrent product is sequential: project all T·B inputs in one product.
-    a = (xs.reshape(T * B, D) @ V.T).reshape(T, B, H) + b_h
-    states = np.empty((T + 1, B, H), dtype=a.dtype)
+    # a and z are strided views whose (T, B) dims merge, so these reshapes are views too.
+    np.matmul(xs.reshape(T * B, D), V.T, out=a.reshape(T * B, H))
+    a += b_h
     states[0] = h0
     W_T = W.T
-    for t in range(T):
-        a[t] += states[t] @ W_T
-        states[t + 1] = f(a[t])
-    z = (states[1:].reshape(T * B, H) @ U.T).reshape(T, B, O) + b_y
-    return states, a, z, OUTPUT[output].f(z)
+    for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
+        a_t += h_prev @ W_T
+        h_t[...] = f(a_t)
+    np.matmul(states[1:].reshape(T * B, H), U.T, out=z.reshape(T * B, O))
+    z += b_y
+    return _Pass(states, joint, OUTPUT[output].f(z))
 
 
 def forward(
@@ -75,16 +105,16 @@ def forward(
     """
     check_names(hidden, output)
     p, x, _ = check_inputs(params, xs)
-    states, a, z, y_hat = _run(p, x, hidden, output)
-    return Trace(a=a, h=states[1:], z=z, y_hat=y_hat)
+    fw = _run(p, x, hidden, output)
+    return Trace(a=fw.a, h=fw.states[1:], z=fw.z, y_hat=fw.y_hat)
 
 
 def loss_value(
     params: Mapping[str, Array], xs: Array, targets: Array, hidden: str, output: str, loss: str
 ) -> Array:
     """``L`` without input checks, as a 0-d array; also accepts complex inputs."""
-    _, _, z, y_hat = _run(params, xs, hidden, output)
-    return loss_sum(loss, z, y_hat, targets)
+    fw = _run(params, xs, hidden, output)
+    return loss_sum(loss, fw.z, fw.y_hat, targets)
 
 
 def loss_and_grad(
@@ -140,23 +170,48 @@ def loss_and_grad(
     check_names(hidden, output, loss)
     p, x, y = check_inputs(params, xs, targets, loss=loss)
     assert y is not None
+    fw = _run(p, x, hidden, output)
+    value = float(loss_sum(loss, fw.z, fw.y_hat, y))
+    return value, _backward(fw, p, x, y, hidden, output, loss)
+
+
+# f_h'(a) is computed in blocks of time steps of about this size, in place of a: one block
+# for small problems (few NumPy calls), cache-sized temporaries for large ones.
+_BLOCK_BYTES = 1 << 20
+
+
+def _backward(
+    fw: _Pass,
+    p: Mapping[str, Array],
+    x: Array,
+    y: Array,
+    hidden: str,
+    output: str,
+    loss: str,
+) -> dict[str, NDArray[np.floating]]:
+    """The gradients of :func:`loss_and_grad` from its forward pass; overwrites ``fw.joint``."""
     U, V, W = p["U"], p["V"], p["W"]
     T, B, D = x.shape
     H, O = W.shape[0], U.shape[0]
-
-    states, a, z, y_hat = _run(p, x, hidden, output)
-    g = loss_grad_logits(output, loss, z, y_hat, y)
-    # f_h'(a_t) for every step at once: it needs no recurrence.
-    slope = HIDDEN[hidden].df(a, states[1:])
-    delta = (g.reshape(T * B, O) @ U).reshape(T, B, H)
+    states, joint = fw.states, fw.joint
+    g = fw.z
+    g[...] = loss_grad_logits(output, loss, fw.z, fw.y_hat, y)
+    # f_h'(a_t) for every step needs no recurrence; it takes a's place, and then δ takes its.
+    delta = fw.a
+    df = HIDDEN[hidden].df
+    block = max(1, _BLOCK_BYTES // max(1, B * H * joint.itemsize))
+    for start in range(0, T, block):
+        steps = slice(start, start + block)
+        delta[steps] = df(delta[steps], states[1:][steps])
+    joint[-1, :, :H] = 0
+    # [δ_{t+1}, g_t] @ [W; U] = δ_{t+1} W + g_t U
+    WU = np.concatenate([W, U])
     for t in range(T - 1, -1, -1):
-        if t < T - 1:
-            delta[t] += delta[t + 1] @ W
-        delta[t] *= slope[t]
+        delta[t] *= joint[t + 1] @ WU
 
     rows_h = delta.reshape(T * B, H)
     rows_g = g.reshape(T * B, O)
-    grads = {
+    return {
         "U": rows_g.T @ states[1:].reshape(T * B, H),
         "V": rows_h.T @ x.reshape(T * B, D),
         "W": rows_h.T @ states[:-1].reshape(T * B, H),
@@ -165,7 +220,6 @@ def loss_and_grad(
         "h0": delta[0] @ W if T > 0 else np.zeros_like(p["h0"]),
         "xs": (rows_h @ V).reshape(T, B, D),
     }
-    return float(loss_sum(loss, z, y_hat, y)), grads
 
 
 def random_params(

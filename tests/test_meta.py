@@ -26,15 +26,15 @@ BUGS: dict[str, tuple[str, str]] = {
         '"W": rows_h.T @ states[:-1].reshape(T * B, H),',
         '"W": 1.001 * (rows_h.T @ states[:-1].reshape(T * B, H)),',
     ),
-    "f' dropped": ("delta[t] *= slope[t]", "pass"),
+    "f' dropped": ("delta[t] *= joint[t + 1] @ WU", "delta[t] = joint[t + 1] @ WU"),
     "h_t used where h_{t-1} belongs": (
         '"W": rows_h.T @ states[:-1].reshape(T * B, H),',
         '"W": rows_h.T @ states[1:].reshape(T * B, H),',
     ),
     "first time step skipped": ("for t in range(T - 1, -1, -1):", "for t in range(T - 1, 0, -1):"),
     "loss off by 1e-6": (
-        "return float(loss_sum(loss, z, y_hat, y)), grads",
-        "return float(loss_sum(loss, z, y_hat, y)) * (1 + 1e-6), grads",
+        "value = float(loss_sum(loss, fw.z, fw.y_hat, y))",
+        "value = float(loss_sum(loss, fw.z, fw.y_hat, y)) * (1 + 1e-6)",
     ),
 }
 
