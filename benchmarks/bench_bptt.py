@@ -144,6 +144,7 @@ def reference_for(problem: Problem) -> Reference:
         noise={k: float(np.max(np.abs(same[k] - g), initial=0.0)) for k, g in exact.items()},
         input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in inputs.items()},
         dtype=c.dtype,
+        steps=c.xs.shape[0],
     )
 
 

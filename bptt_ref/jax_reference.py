@@ -345,6 +345,13 @@ def _padded_case(
     return real, dims, args
 
 
+def _gap(peer: NDArray[np.float64], oracle: NDArray[np.float64]) -> float:
+    # Where the textbook peer overflows in the judged dtype (and the oracle does not),
+    # it says nothing about rounding: such entries add no noise, the strict choice.
+    gap = np.abs(peer - oracle)
+    return float(np.max(gap[np.isfinite(gap)], initial=0.0))
+
+
 def reference(
     params: Mapping[str, Any],
     xs: Any,
@@ -366,7 +373,7 @@ def reference(
     inputs'): how far a correct implementation in that dtype strays on this very case.
     ``noise=False`` skips the peer and leaves ``Reference.noise`` as ``None``.
     """
-    real, _, args = _padded_case(params, xs, targets, hidden=hidden, output=output, loss=loss)
+    real, dims, args = _padded_case(params, xs, targets, hidden=hidden, output=output, loss=loss)
     judged = np.dtype(real["xs"].dtype if dtype is None else dtype)
 
     def unpadded(grads: Mapping[str, jax.Array]) -> dict[str, NDArray[np.float64]]:
@@ -383,12 +390,11 @@ def reference(
     return Reference(
         loss=float(value),
         grads=oracle,
-        noise=None
-        if peer is None
-        else {k: float(np.max(np.abs(peer[k] - g), initial=0.0)) for k, g in oracle.items()},
+        noise=None if peer is None else {k: _gap(peer[k], g) for k, g in oracle.items()},
         input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
         dtype=judged,
         rounding=rounding,
+        steps=dims["T"],
     )
 
 
@@ -639,12 +645,11 @@ def _variant_reference(
     return Reference(
         loss=total,
         grads=oracle,
-        noise=None
-        if peer is None
-        else {k: float(np.max(np.abs(peer[k] - g), initial=0.0)) for k, g in oracle.items()},
+        noise=None if peer is None else {k: _gap(peer[k], g) for k, g in oracle.items()},
         input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
         dtype=judged,
         rounding=rounding,
+        steps=dims["T"],
     )
 
 

@@ -152,8 +152,8 @@ def step_jacobians(params: Mapping[str, Any], xs: Any, *, hidden: str = "tanh") 
     """
     check_names(hidden, "identity")
     p, x, _ = check_inputs(params, xs)
-    states, a, _, _ = _run(p, x, hidden, "identity")
-    return _jacobians(p, x, states, HIDDEN[hidden].df(a, states[1:]))
+    run = _run(p, x, hidden, "identity")
+    return _jacobians(p, x, run.states, HIDDEN[hidden].df(run.a, run.states[1:]))
 
 
 def _jacobians(p: Mapping[str, Array], x: Array, states: Array, slope: Array) -> StepJacobians:
@@ -179,7 +179,8 @@ def _forward(
     check_names(hidden, output, loss)
     p, x, y = check_inputs(params, xs, targets, loss=loss)
     assert y is not None
-    states, a, z, y_hat = _run(p, x, hidden, output)
+    run = _run(p, x, hidden, output)
+    states, a, z, y_hat = run.states, run.a, run.z, run.y_hat
     g = loss_grad_logits(output, loss, z, y_hat, y)
     losses = np.array(
         [loss_sum(loss, z[t], y_hat[t], y[t]) for t in range(x.shape[0])], dtype=x.dtype

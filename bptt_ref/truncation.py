@@ -293,7 +293,8 @@ def _run_held(
     ``states[t + 1] = where(live_t, f_h(a_t), states[t])``.
     """
     if live is None:
-        return _run(p, x, hidden, output)
+        run = _run(p, x, hidden, output)
+        return run.states, run.a, run.z, run.y_hat
     T, B, D = x.shape
     W = p["W"]
     f = HIDDEN[hidden].f

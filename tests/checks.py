@@ -43,6 +43,7 @@ def check_against_oracle(case: Case, loss_and_grad: LossAndGrad = bptt_ref.loss_
     """Every gradient and the loss agree with the JAX oracle (``bptt_ref.compare``)."""
     __tracebackhide__ = True
     from bptt_ref import jax_reference  # the directional checks below run without JAX
+
     loss, grads = loss_and_grad(case.params, case.xs, case.targets, **case.config)
     assert set(grads) == set(bptt_ref.GRAD_NAMES)
     for key, grad in grads.items():
