@@ -45,3 +45,16 @@ def bench(session: nox.Session) -> None:
     """
     session.install(".[jax,plot]", *nox.project.dependency_groups(PYPROJECT, "bench"))
     session.run("python", "benchmarks/bench_bptt.py", *session.posargs)
+
+
+@nox.session(default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutation-test the forward pass, activations, losses and BPTT with mutmut.
+
+    Runs without JAX (why: [tool.mutmut] in pyproject.toml) and lists the survivors.
+    """
+    session.install("numpy", *nox.project.dependency_groups(PYPROJECT, "mutation"))
+    # One BLAS thread: mutmut forks a process per mutant.
+    env = {"OPENBLAS_NUM_THREADS": "1"}
+    session.run("mutmut", "run", *session.posargs, env=env, success_codes=[0, 1])
+    session.run("mutmut", "results", env=env)
