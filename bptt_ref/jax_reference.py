@@ -75,8 +75,10 @@ def _elu(x: jax.Array) -> jax.Array:
 
 def _gelu(x: jax.Array) -> jax.Array:
     # The tanh approximation x/2 (1 + tanh(u)) equals x σ(2u); the σ form keeps
-    # 1 + tanh(u) from cancelling for large negative x.
-    return x * _sigmoid(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))
+    # 1 + tanh(u) from cancelling for large negative x. Past |x| = 1e4, σ(2u) is exactly
+    # 0 or 1 and x³ would overflow (to a NaN derivative), so x is held there inside u.
+    held = jnp.clip(x, -1e4, 1e4)
+    return x * _sigmoid(2 * math.sqrt(2 / math.pi) * (held + 0.044715 * held**3))
 
 
 HIDDEN: dict[str, Callable[[jax.Array], jax.Array]] = {

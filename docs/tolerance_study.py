@@ -73,6 +73,7 @@ def measure(cases: int, seed: int) -> list[dict[str, object]]:
             for verdict in compare.compare_gradients(grads, ref):
                 k = verdict.key
                 scale, bound = compare.scale_and_bound(ref, k)
+                size = float(np.max(np.abs(ref.grads[k]), initial=0.0))
                 assert ref.noise is not None
                 assert ref.rounding is not None
                 rows.append(
@@ -89,11 +90,13 @@ def measure(cases: int, seed: int) -> list[dict[str, object]]:
                         if scale
                         else 0.0,
                         # a 1e-6 relative error in this gradient, as err_k would see it
-                        "perturbation": 1e-6
-                        * float(np.max(np.abs(ref.grads[k]), initial=0.0))
-                        / scale
-                        if scale
-                        else 0.0,
+                        "perturbation": 1e-6 * size / scale if scale else 0.0,
+                        "why": "floored"
+                        if scale > size
+                        else "noise"
+                        if compare.NOISE_FACTOR * ref.noise[k]
+                        > compare.ROUNDING_FACTOR * eps * ref.rounding[k]
+                        else "rounding",
                     }
                 )
     return rows
@@ -115,6 +118,9 @@ def report(rows: list[dict[str, object]]) -> None:
         rtol = compare.tolerance_for(dtype)
         print(f"  err - noise - rounding terms: max {resid.max():.2e} (rtol {rtol:.0e})")
         print(f"  err / bound: max {np.nanmax(margin):.3f}; failing {failing}")
+        for r in judged:
+            if not r["ok"]:
+                print(f"    FAIL {r['key']} err {r['err']:.3g} bound {r['bound']:.3g} {r['case']}")
         for lo, hi in ((1, 10), (10, 100), (100, 1001)):
             sel = np.array([lo <= int(r["T"]) < hi for r in judged])  # type: ignore[call-overload]
             if sel.any():
