@@ -295,6 +295,31 @@ def _torch(problem: Problem) -> Bench:
     return Bench(run=run, backward=backward, gradients=gradients)
 
 
+def _per_term(fn: Callable[..., tuple[Any, dict[str, Any]]]) -> Callable[[Problem], Bench]:
+    """A row for one of the note's per-term forms: dL_t/dθ for every t, (T, *θ.shape)."""
+
+    def build(problem: Problem) -> Bench:
+        c = problem.case
+
+        def run() -> tuple[Any, dict[str, Any]]:
+            return fn(c.params, c.xs, c.targets)
+
+        # Judged by their sum over t, which must be the gradient of L = Σ_t L_t.
+        return Bench(run=run, gradients=lambda: {k: g.sum(axis=0) for k, g in run()[1].items()})
+
+    return build
+
+
+def _literal_fits(size: Size) -> bool:
+    # T² products of H×H Jacobians per batch row: O(T²·B·H³).
+    return size.T**2 * size.B * size.H**3 <= 1e9
+
+
+def _chains_fit(size: Size) -> bool:
+    # T(T+1)/2 (B, H) @ (H, H) steps, each a separate NumPy call.
+    return size.T**2 * size.B * size.H**2 <= 3e9
+
+
 def _jacrev_fits(size: Size) -> bool:
     # jacrev runs T backward passes at once: T times the flops of one gradient and a
     # (T, ...) result per parameter. Beyond this it takes seconds a call.
@@ -329,8 +354,27 @@ REGISTRY: list[Implementation] = [
         "jit'd jax.jacrev of the per-step losses, parameters only (summed over t to check)",
         supports=_jacrev_fits,
     ),
+    Implementation(
+        "literal",
+        _per_term(bptt_ref.literal_grads),
+        "the note's sum with every Jacobian product formed, O(T²·B·H³)",
+        supports=_literal_fits,
+    ),
+    Implementation(
+        "chains",
+        _per_term(bptt_ref.chains_grads),
+        "one VJP chain per loss term, Python loops, T(T+1)/2 steps",
+        supports=_chains_fit,
+    ),
+    Implementation(
+        "vectorized",
+        _per_term(bptt_ref.vectorized_grads),
+        "all T chains advanced together, one batched product per step back",
+        supports=_jacrev_fits,
+        peer="jax_jacrev",
+    ),
 ]
-"""Every row, in table order. The issue-3 rows (literal, chains, vectorized) go here."""
+"""Every row, in table order."""
 
 if importlib.util.find_spec("torch") is not None:
     REGISTRY.append(
