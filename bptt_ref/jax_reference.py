@@ -354,6 +354,28 @@ def _gap(peer: NDArray[np.float64], oracle: NDArray[np.float64]) -> float:
     return float(np.max(gap[np.isfinite(gap)], initial=0.0))
 
 
+def _assembled(
+    real: Mapping[str, NDArray[np.floating]],
+    dims: Mapping[str, int],
+    args: tuple[Any, ...],
+    loss: float,
+    oracle: dict[str, NDArray[np.float64]],
+    peer: Mapping[str, NDArray[np.float64]] | None,
+    judged: np.dtype[Any],
+) -> Reference:
+    """The :class:`Reference` for the oracle's gradients; with a peer, its noise and the
+    magnitudes R_k of the plain model (``args`` as for :func:`step_losses`). Runs in x64."""
+    return Reference(
+        loss=loss,
+        grads=oracle,
+        noise=None if peer is None else {k: _gap(peer[k], g) for k, g in oracle.items()},
+        input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
+        dtype=judged,
+        rounding=None if peer is None else _rounding_scales(real, _cotangents(*args)),
+        steps=dims["T"],
+    )
+
+
 def reference(
     params: Mapping[str, Any],
     xs: Any,
@@ -386,18 +408,8 @@ def reference(
 
     with jax.enable_x64(True):
         value, grads = _compiled(None)(*args)
-        oracle = unpadded(grads)
         peer = unpadded(_compiled(judged)(*args)[1]) if noise else None
-        rounding = _rounding_scales(real, _cotangents(*args)) if noise else None
-    return Reference(
-        loss=float(value),
-        grads=oracle,
-        noise=None if peer is None else {k: _gap(peer[k], g) for k, g in oracle.items()},
-        input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
-        dtype=judged,
-        rounding=rounding,
-        steps=dims["T"],
-    )
+        return _assembled(real, dims, args, float(value), unpadded(grads), peer, judged)
 
 
 def judge(
@@ -639,20 +651,10 @@ def _variant_reference(
 
         value, grads = _compiled_variant(None, variant)(*full)
         total = float(np.sum(np.asarray(value, dtype=np.float64)))
-        oracle = unpadded(grads)
         peer = unpadded(_compiled_variant(judged, variant)(*full)[1]) if noise else None
         # The untruncated model's magnitudes: every variant's sums run over a subset of
         # the same terms, so they bound its rounding too.
-        rounding = _rounding_scales(real, _cotangents(*args)) if noise else None
-    return Reference(
-        loss=total,
-        grads=oracle,
-        noise=None if peer is None else {k: _gap(peer[k], g) for k, g in oracle.items()},
-        input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
-        dtype=judged,
-        rounding=rounding,
-        steps=dims["T"],
-    )
+        return _assembled(real, dims, args, total, unpadded(grads), peer, judged)
 
 
 def per_term_reference(
