@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 import bptt_ref
 from bptt_ref.strategies import Case, cases, make_case
@@ -195,3 +196,19 @@ def test_random_params_contract() -> None:
     )
     with pytest.raises(TypeError, match=r"rng must be a numpy\.random\.Generator; got int"):
         bptt_ref.random_params(0, batch_size=1, input_size=1, hidden_size=1, output_size=1)  # type: ignore[arg-type]
+
+
+@given(cases(max_T=4), st.sampled_from(["T", "B"]))
+def test_empty_time_or_batch_is_an_empty_sum(case: Case, dim: str) -> None:
+    axis = {"T": 0, "B": 1}[dim]
+    xs = np.take(case.xs, [], axis=axis)
+    targets = np.take(case.targets, [], axis=axis)
+    params = dict(case.params)
+    if dim == "B":
+        params["h0"] = params["h0"][:0]
+    loss, grads = bptt_ref.loss_and_grad(params, xs, targets, **case.config)
+    assert loss == 0.0
+    for key, grad in grads.items():
+        assert grad.shape == (xs if key == "xs" else params[key]).shape, key
+        assert grad.dtype == case.dtype, key
+        assert not grad.any(), key
