@@ -39,7 +39,12 @@ def call(case: Case, **changes: Any) -> None:
 @pytest.mark.parametrize(
     ("changes", "error", "message"),
     [
-        ({"drop": ["W"]}, ValueError, "params has missing keys ['W'] and unexpected keys []"),
+        (
+            {"drop": ["W"]},
+            ValueError,
+            "params has missing keys ['W'] and unexpected keys []; "
+            "expected exactly U, V, W, b_h, b_y, h0",
+        ),
         ({"params": {"w": np.zeros(1)}}, ValueError, "unexpected keys ['w']"),
         (
             {"params": {"V": np.zeros((5, 3))}},
@@ -59,12 +64,13 @@ def call(case: Case, **changes: Any) -> None:
         (
             {"params": {"h0": np.zeros((3, 5))}},
             ValueError,
-            "h0 has shape (3, 5); expected (B, H) = (2, 5)",
+            "h0 has shape (3, 5); expected (B, H) = (2, 5) (B from xs, H from W)",
         ),
         (
             {"arrays": {"targets": np.zeros((4, 2, 3))}},
             ValueError,
-            "targets has shape (4, 2, 3); expected (T, B, O) = (3, 2, 3)",
+            "targets has shape (4, 2, 3); expected (T, B, O) = (3, 2, 3) "
+            "(B from xs, O from targets, T from xs)",
         ),
         (
             {"params": {"U": np.zeros((3, 5), dtype=np.int64)}},
@@ -102,9 +108,20 @@ def call(case: Case, **changes: Any) -> None:
             {"loss": "cross_entropy"},
             ValueError,
             "loss 'cross_entropy' cannot follow output 'identity'; "
-            "valid output+loss pairs: identity+mse",
+            "valid output+loss pairs: identity+mse, tanh+mse, sigmoid+mse, softmax+mse, "
+            "softmax+cross_entropy, sigmoid+binary_cross_entropy",
         ),
         ({"arrays": {"xs": np.zeros((3, 2, 0))}}, ValueError, "xs gives D = 0; expected D >= 1"),
+        (
+            {"arrays": {"xs": np.zeros((3, 2, 4), dtype=np.int64)}},
+            TypeError,
+            "xs has dtype int64; expected float32 or float64",
+        ),
+        (
+            {"arrays": {"targets": np.zeros((3, 2, 3), dtype=np.float16)}},
+            TypeError,
+            "targets has dtype float16; expected float32 or float64",
+        ),
     ],
 )
 def test_bad_input_is_named(changes: dict[str, Any], error: type[Exception], message: str) -> None:
@@ -122,15 +139,39 @@ def test_params_must_be_a_mapping() -> None:
 
 def test_target_domains() -> None:
     bce = small_case(output="sigmoid", loss="binary_cross_entropy")
-    with pytest.raises(ValueError, match=re.escape("targets has values outside [0, 1]")):
+    message = "targets has values outside [0, 1]; expected 0 <= y <= 1 for binary_cross_entropy"
+    with pytest.raises(ValueError, match=re.escape(message)):
         call(bce, arrays={"targets": bce.targets + 1.0})
     ce = small_case(output="softmax", loss="cross_entropy")
-    with pytest.raises(ValueError, match="targets has rows that are not probability distributions"):
+    with pytest.raises(
+        ValueError, match=r"^targets has rows that are not probability distributions"
+    ):
         call(ce, arrays={"targets": 2 * ce.targets})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_probability_rows_may_be_off_by_their_rounding(dtype: type) -> None:
+    # The slack is sqrt(eps) · O: rows within it pass, rows just beyond it fail.
+    ce = small_case(output="softmax", loss="cross_entropy", dtype=dtype)
+    O = ce.targets.shape[-1]
+    slack = float(np.sqrt(np.finfo(dtype).eps)) * O
+    one_hot = np.zeros_like(ce.targets)
+    one_hot[..., 0] = 1
+    for shift, ok in ((0.5 * slack, True), (2 * slack, False)):
+        shifted = one_hot.copy()
+        shifted[..., 0] += dtype(shift)
+        if ok:
+            call(ce, arrays={"targets": shifted})
+        else:
+            with pytest.raises(ValueError, match="not probability distributions"):
+                call(ce, arrays={"targets": shifted})
 
 
 def test_forward_checks_names_and_shapes() -> None:
     case = small_case()
+    bad_U = {**case.params, "U": np.zeros((3, 4))}
+    with pytest.raises(ValueError, match=re.escape("(H from W, O from U)")):
+        bptt_ref.forward(bad_U, case.xs)
     with pytest.raises(ValueError, match="unknown hidden activation 'tan'"):
         bptt_ref.forward(case.params, case.xs, hidden="tan")
     with pytest.raises(
@@ -194,6 +235,10 @@ def test_random_params_contract() -> None:
     assert np.max(np.abs(np.linalg.eigvals(p["W"].astype(np.float64)))) == pytest.approx(
         1.5, rel=1e-6
     )
+    with pytest.raises(TypeError, match=r"^dtype is int64; expected float32 or float64$"):
+        bptt_ref.random_params(
+            rng, batch_size=1, input_size=1, hidden_size=1, output_size=1, dtype=int
+        )
     with pytest.raises(TypeError, match=r"rng must be a numpy\.random\.Generator; got int"):
         bptt_ref.random_params(0, batch_size=1, input_size=1, hidden_size=1, output_size=1)  # type: ignore[arg-type]
 
@@ -212,3 +257,29 @@ def test_empty_time_or_batch_is_an_empty_sum(case: Case, dim: str) -> None:
         assert grad.shape == (xs if key == "xs" else params[key]).shape, key
         assert grad.dtype == case.dtype, key
         assert not grad.any(), key
+
+
+def test_random_params_distributions() -> None:
+    # The documented scales: U ~ N(0, 1/H), V ~ N(0, 1/D), biases ~ N(0, 0.1²), h0 ~ N(0, 0.5²).
+    rng = np.random.default_rng(1)
+    B, D, H, O = 300, 100, 400, 200
+    p = bptt_ref.random_params(rng, batch_size=B, input_size=D, hidden_size=H, output_size=O)
+    expected = {"U": H**-0.5, "V": D**-0.5, "b_h": 0.1, "b_y": 0.1, "h0": 0.5}
+    for name, std in expected.items():
+        assert np.std(p[name]) == pytest.approx(std, rel=0.1), name
+    default = np.max(np.abs(np.linalg.eigvals(p["W"])))
+    assert default == pytest.approx(0.9, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_params_rescale_any_w(seed: int) -> None:
+    # With H = 1 the drawn W is often smaller than 1 in magnitude: it is rescaled too.
+    p = bptt_ref.random_params(
+        np.random.default_rng(seed),
+        batch_size=1,
+        input_size=1,
+        hidden_size=1,
+        output_size=1,
+        spectral_radius=0.7,
+    )
+    assert abs(float(p["W"][0, 0])) == pytest.approx(0.7, rel=1e-12)
