@@ -248,7 +248,7 @@ def random_params(
     params = {
         "U": rng.standard_normal((O, H)) / np.sqrt(H),
         "V": rng.standard_normal((H, D)) / np.sqrt(D),
-        "W": W * (spectral_radius / radius) if radius > 0 else W,
+        "W": W * (spectral_radius / radius),
         "b_h": 0.1 * rng.standard_normal(H),
         "b_y": 0.1 * rng.standard_normal(O),
         "h0": 0.5 * rng.standard_normal((B, H)),

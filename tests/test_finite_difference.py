@@ -41,3 +41,18 @@ def test_direction_must_cover_every_key() -> None:
         ValueError, match=r"direction\['h0'\] has shape \(3, 3\); expected \(1, 2\)"
     ):
         finite_difference.directional_derivative(case.params, case.xs, case.targets, u)
+
+
+def test_complex_step_over_ten_thousand_steps() -> None:
+    # Long enough that the backward pass works through f'(a) in more than one block.
+    case = make_case(
+        dims={"T": 10_000, "B": 2, "D": 2, "H": 8, "O": 2},
+        hidden="tanh",
+        output="identity",
+        loss="mse",
+        dtype=np.float64,
+        regime="contracting",
+        style="normal",
+        seed=7,
+    )
+    check_directional(case, "complex")
