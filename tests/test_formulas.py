@@ -7,6 +7,7 @@ keeps softmax from overflowing, and the precision of a confident prediction's lo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -111,3 +112,12 @@ def test_logits_of_1e4_are_finite_through_loss_and_grad(head: tuple[str, str]) -
     value, grads = bptt_ref.loss_and_grad(params, xs, targets, output=output, loss=loss)
     assert np.isfinite(value)
     assert all(np.isfinite(g).all() for g in grads.values())
+
+
+@pytest.mark.parametrize("function", [loss_sum, loss_grad_logits])
+def test_internal_loss_functions_name_an_unknown_loss(function: Callable[..., object]) -> None:
+    z = np.zeros((1, 1, 2))
+    args = ("nll", z, z, z) if function is loss_sum else ("identity", "nll", z, z, z)
+    message = "unknown loss 'nll'; expected one of ['binary_cross_entropy', 'cross_entropy', 'mse']"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        function(*args)

@@ -145,7 +145,7 @@ def test_params_must_be_a_mapping() -> None:
 def test_target_domains() -> None:
     bce = small_case(output="sigmoid", loss="binary_cross_entropy")
     message = "targets has values outside [0, 1]; expected 0 <= y <= 1 for binary_cross_entropy"
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         call(bce, arrays={"targets": bce.targets + 1.0})
     ce = small_case(output="softmax", loss="cross_entropy")
     with pytest.raises(
