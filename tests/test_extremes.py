@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -69,3 +70,28 @@ def test_ten_thousand_steps_with_a_contracting_w(dtype: type) -> None:
     assert np.isfinite(loss)
     assert all(np.isfinite(g).all() for g in grads.values())
     check_against_oracle(case)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ten_thousand_steps_fit_in_four_state_sized_arrays(dtype: type) -> None:
+    # The benchmark issue's memory target, as a deterministic count (tracemalloc sees
+    # every NumPy allocation): the peak above the inputs, outputs included, stays below
+    # 4 · T · B · H · itemsize.
+    dims = {"T": 10_000, "B": 4, "D": 3, "H": 16, "O": 4}
+    case = make_case(
+        dims=dims,
+        hidden="tanh",
+        output="identity",
+        loss="mse",
+        dtype=dtype,
+        regime="contracting",
+        style="normal",
+        seed=1,
+    )
+    tracemalloc.start()
+    try:
+        bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **case.config)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 4 * dims["T"] * dims["B"] * dims["H"] * np.dtype(dtype).itemsize
