@@ -90,9 +90,9 @@ def _verify(args: argparse.Namespace) -> int:
     from rich.progress import track
     from rich.table import Table
 
-    # The table needs about 110 columns; a narrower terminal wraps it rather than
+    # The table needs about 120 columns; a narrower terminal wraps it rather than
     # eliding the numbers, which are the point.
-    console = Console(width=max(Console().width, 112))
+    console = Console(width=max(Console().width, 124))
     cases = _sweep_cases(SHAPES[args.sweep], args.seed)
     rows: dict[tuple[str, str, str, str], _Row] = {}
     for case in track(cases, description="verifying", console=console, transient=True):
