@@ -59,8 +59,18 @@ def _views(joint: Array, H: int) -> tuple[Array, Array]:
     return joint[:-1, :, :H], joint[1:, :, H:]
 
 
-def _run(params: Mapping[str, Array], xs: Array, hidden: str, output: str) -> _Pass:
-    """Forward pass without checks."""
+def _run(
+    params: Mapping[str, Array],
+    xs: Array,
+    hidden: str,
+    output: str,
+    live: NDArray[np.bool_] | None = None,
+) -> _Pass:
+    """Forward pass without checks.
+
+    With ``live`` (T, B), a row that is not live at step t holds its state,
+    ``h_t = h_{t-1}`` (the "freeze" mask of :mod:`bptt_ref.truncation`).
+    """
     U, V, W, b_h, b_y, h0 = (params[k] for k in ("U", "V", "W", "b_h", "b_y", "h0"))
     T, B, D = xs.shape
     H, O = W.shape[0], U.shape[0]
@@ -75,9 +85,14 @@ def _run(params: Mapping[str, Array], xs: Array, hidden: str, output: str) -> _P
     a += b_h
     states[0] = h0
     W_T = W.T
-    for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
-        a_t += h_prev @ W_T
-        h_t[...] = f(a_t)
+    if live is None:
+        for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
+            a_t += h_prev @ W_T
+            h_t[...] = f(a_t)
+    else:
+        for a_t, h_prev, h_t, keep in zip(a, states[:-1], states[1:], live, strict=True):
+            a_t += h_prev @ W_T
+            h_t[...] = np.where(keep[:, None], f(a_t), h_prev)
     np.matmul(states[1:].reshape(T * B, H), U.T, out=z.reshape(T * B, O))
     z += b_y
     return _Pass(states, joint, OUTPUT[output].f(z))

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref._activations import HIDDEN, OUTPUT, Array
+from bptt_ref._activations import HIDDEN
 from bptt_ref._losses import loss_grad_logits, loss_sum
 from bptt_ref._rnn import _run
 from bptt_ref._validate import check_inputs, check_names
@@ -274,7 +274,8 @@ def masked_loss_and_grad(
     T, B, _ = x.shape
     m = _check_mask(mask, T, B)
     live = m if mode == "freeze" else None
-    states, a, z, y_hat = _run_held(p, x, hidden, output, live)
+    run = _run(p, x, hidden, output, live)
+    states, a, z, y_hat = run.states, run.a, run.z, run.y_hat
     g = loss_grad_logits(output, loss, z, y_hat, y) * m[:, :, None]
     slope = HIDDEN[hidden].df(a, states[1:])
     total = float(loss_sum(loss, z[m], y_hat[m], y[m]))
@@ -282,27 +283,3 @@ def masked_loss_and_grad(
         g @ p["U"], slope, p["W"], np.zeros(T, dtype=np.intp), per_term=False, live=live
     )
     return total, _assemble(p, x, states, g, u, h0)
-
-
-def _run_held(
-    p: Mapping[str, Array], x: Array, hidden: str, output: str, live: NDArray[np.bool_] | None
-) -> tuple[Array, Array, Array, Array]:
-    """The forward pass of ``bptt_ref._rnn._run``, holding the state where ``live`` is False.
-
-    Returns ``(states, a, z, y_hat)`` with ``states`` (T + 1, B, H) and
-    ``states[t + 1] = where(live_t, f_h(a_t), states[t])``.
-    """
-    if live is None:
-        run = _run(p, x, hidden, output)
-        return run.states, run.a, run.z, run.y_hat
-    T, B, D = x.shape
-    W = p["W"]
-    f = HIDDEN[hidden].f
-    a = (x.reshape(T * B, D) @ p["V"].T).reshape(T, B, -1) + p["b_h"]
-    states = np.empty((T + 1, B, W.shape[0]), dtype=a.dtype)
-    states[0] = p["h0"]
-    for t in range(T):
-        a[t] += states[t] @ W.T
-        states[t + 1] = np.where(live[t][:, None], f(a[t]), states[t])
-    z = states[1:] @ p["U"].T + p["b_y"]
-    return states, a, z, OUTPUT[output].f(z)
