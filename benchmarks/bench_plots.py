@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 
 def _series(
@@ -36,6 +37,17 @@ def _guides(ax: Axes, xs: list[int], y0: float, dim: str) -> None:
         ax.plot(xs, [y0 * (x / x0) ** power for x in xs], "k" + style, lw=0.8, label=label)
 
 
+def _save(fig: Figure, path: Path) -> None:
+    """Grid and legend on every panel, then write the PNG and free the figure."""
+    for ax in fig.axes:
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def _sweep(result: dict[str, Any], section: str, dim: str, path: Path) -> None:
     dtypes = sorted({g["dtype"] for g in result["groups"]})
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
@@ -47,12 +59,7 @@ def _sweep(result: dict[str, Any], section: str, dim: str, path: Path) -> None:
         if anchor:
             _guides(ax, anchor[0], anchor[1][0], dim)
         ax.set(xscale="log", yscale="log", xlabel=dim, ylabel="fwd+bwd time (s)", title=dtype)
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _ratio_to_floor(result: dict[str, Any], path: Path) -> None:
@@ -67,12 +74,7 @@ def _ratio_to_floor(result: dict[str, Any], path: Path) -> None:
                 ax.plot(*zip(*pts, strict=True), "o-", label=name)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set(xscale="log", yscale="log", xlabel="H", ylabel="time / blas_floor", title=dtype)
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_all(result: dict[str, Any], out: Path) -> list[Path]:
