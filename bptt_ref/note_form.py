@@ -206,24 +206,32 @@ def _assemble(
     ``u`` is ``∂L/∂a_k`` (T, B, H) for a total, or ``∂L_t/∂a_k`` (T, T, B, H) per term;
     ``h0_ct`` is the matching cotangent on ``h0``, (B, H) or (T, B, H). Then
     ``dW = Σ_k u_kᵀ h_{k-1}``, ``dV = Σ_k u_kᵀ x_k``, ``db_h = Σ_{k,b} u_{k,b}``,
-    ``dx_k = u_k V``; each sum over (k, b) is one matrix product over the T·B rows.
-    ``p``: the parameters; ``x`` (T, B, D); ``states`` (T + 1, B, H); ``g`` (T, B, O).
+    ``dx_k = u_k V``; the first three are one matrix product over the T·B rows,
+    ``uᵀ [h_{k-1}, x_k, 1]``. ``p``: the parameters; ``x`` (T, B, D); ``states``
+    (T + 1, B, H); ``g`` (T, B, O).
     """
     T, B, D = x.shape
     H = p["W"].shape[0]
-    lead = u.shape[:-3]
-    per_term = bool(lead)
-    rows = u.reshape(*lead, T * B, H)
-    rows_t = rows.swapaxes(-1, -2)
-    grads = _head_grads(g, states[1:], per_term)
+    V = p["V"]
+    inputs = np.concatenate([states[:-1], x, np.ones((T, B, 1), states.dtype)], axis=-1)
+    width = H + D + 1
+    if u.ndim == 3:
+        grads = _head_grads(g, states[1:], per_term=False)
+        rows = u.reshape(T * B, H)
+        joint = rows.T @ inputs.reshape(T * B, width)
+        dx = (rows @ V).reshape(T, B, D)
+    else:
+        grads = _head_grads(g, states[1:], per_term=True)
+        joint = np.empty((T, H, width), u.dtype)
+        dx = np.zeros((T, T, B, D), u.dtype)
+        # u[t, k] is zero for k > t: contracting only the steps 0..t of term t does half
+        # the work of the full square.
+        for t in range(T):
+            rows = u[t, : t + 1].reshape((t + 1) * B, H)
+            np.matmul(rows.T, inputs[: t + 1].reshape((t + 1) * B, width), out=joint[t])
+            np.matmul(rows, V, out=dx[t, : t + 1].reshape((t + 1) * B, D))
     grads.update(
-        {
-            "V": rows_t @ x.reshape(T * B, D),
-            "W": rows_t @ states[:-1].reshape(T * B, H),
-            "b_h": rows.sum(axis=-2),
-            "h0": h0_ct,
-            "xs": (rows @ p["V"]).reshape(*lead, T, B, D),
-        }
+        {"W": joint[..., :H], "V": joint[..., H:-1], "b_h": joint[..., -1], "h0": h0_ct, "xs": dx}
     )
     return grads
 
@@ -268,7 +276,19 @@ def _chain_cotangents(
     group_start[group] = starts
     group_last[group] = np.arange(T)  # later t overwrite: the last term of each group
 
-    carry = np.zeros((n_groups, B, H), dtype=top.dtype)
+    # float32 chains are carried in float64: a chain through a contracting W decays to
+    # float32's subnormals within about a hundred steps, and x86 arithmetic on subnormals
+    # (in the product with W, too) is about 100 times slower. Every u is stored in the
+    # input dtype, subnormal values flushed to zero as XLA does on CPU (a flushed value is
+    # below finfo.tiny, 1.2e-38 in float32, far under any tolerance).
+    wide = np.promote_types(top.dtype, np.float64)
+    tiny = np.finfo(top.dtype).tiny
+    W = W.astype(wide, copy=False)
+    # Two buffers take turns: each step reads its chains from one and writes them,
+    # advanced, to the other, so the loop allocates nothing. Groups not yet entered are
+    # zero in both; groups that have ended are never read again.
+    carry = np.zeros((n_groups, B, H), dtype=wide)
+    spare = np.zeros_like(carry)
     u_all = np.zeros((T, T, B, H) if per_term else (T, B, H), dtype=top.dtype)
     for k in range(T - 1, -1, -1):
         carry[group[k]] += top[k]
@@ -276,23 +296,27 @@ def _chain_cotangents(
         lo = int(np.searchsorted(group_last, k, side="left"))
         hi = int(np.searchsorted(group_start, k, side="right"))
         c = carry[lo:hi]
-        u = c * slope[k]
+        held = None if live is None else c * ~live[k][:, None]
+        u = np.multiply(c, slope[k], out=c)
+        np.copyto(u, 0, where=np.abs(u) < tiny)
         if live is not None:
             u *= live[k][:, None]
         if per_term:
             u_all[lo:hi, k] = u
         else:
             u_all[k] = u.sum(axis=0)
-        advanced = u @ W
-        if live is not None:
-            advanced += c * ~live[k][:, None]
-        carry[lo:hi] = advanced
+        rows = (hi - lo) * B
+        advanced = spare[lo:hi]
+        np.matmul(u.reshape(rows, H), W, out=advanced.reshape(rows, H))
+        if held is not None:
+            advanced += held
+        carry, spare = spare, carry
 
     from_h0 = group_start == 0
     if per_term:
         h0 = np.where(from_h0[:, None, None], carry, 0).astype(top.dtype, copy=False)
         return u_all, h0
-    return u_all, carry[from_h0].sum(axis=0)
+    return u_all, carry[from_h0].sum(axis=0).astype(top.dtype, copy=False)
 
 
 def vectorized_grads(
