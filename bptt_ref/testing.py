@@ -268,7 +268,10 @@ def _checked_output(
             f"{target} returned a {type(out).__name__} {where}; return a mapping from gradient "
             f"names ({', '.join(GRAD_NAMES)}) to arrays"
         )
-    names = [str(k) for k in out]
+    # A key that is not a string is unknown even when it prints as a gradient name:
+    # str() would let it pass as "W", to be ignored beside the real "W" or to fail the
+    # lookup below with a KeyError.
+    names = [k if isinstance(k, str) else repr(k) for k in out]
     unknown = sorted(set(names) - set(GRAD_NAMES))
     if unknown:
         raise ProtocolError(
@@ -295,11 +298,21 @@ def _checked_output(
     # inputs may not get float32, which would lose the precision being checked.
     allowed = [case.dtype] if case.dtype == np.float64 else [case.dtype, np.dtype(np.float64)]
     grads = {}
+    need = " or ".join(str(d) for d in allowed)
     for k in keys:
-        value = np.asarray(out[k])
         expected = inputs[k].shape
+        try:
+            value = np.asarray(out[k])
+        except Exception as exc:
+            # A ragged list, or a tensor that refuses NumPy (torch that requires grad or
+            # is on a GPU): a protocol error naming the key, not a bare ValueError that
+            # the command calls a usage error, nor a traceback that exits 1 like a mismatch.
+            raise ProtocolError(
+                f"{target} returned {k} that NumPy cannot read as an array {where} "
+                f"({type(exc).__name__}: {exc}); expected a {need} array of shape "
+                f"{_SHAPE_NAMES[k]} = {expected}"
+            ) from exc
         if value.dtype not in allowed:
-            need = " or ".join(str(d) for d in allowed)
             raise ProtocolError(
                 f"{target} returned {k} with dtype {value.dtype} {where}; expected {need} "
                 f"(the inputs are {case.dtype})"
@@ -572,7 +585,8 @@ def check_gradients(
 
     Raises:
         ProtocolError: ``fn`` has the wrong signature, or returned a non-mapping,
-            unknown, missing or inconsistent keys, or an array of the wrong shape or dtype.
+            unknown, missing or inconsistent keys, an array of the wrong shape or dtype,
+            or a value NumPy cannot read as an array.
         ValueError: an invalid configuration, dtype or bound.
     """
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
