@@ -49,7 +49,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def mutation(session: nox.Session) -> None:
-    """Mutation-test the forward pass, activations, losses and BPTT with mutmut.
+    """Mutation-test the gradient code (forward, BPTT, note's form, truncation) with mutmut.
 
     Runs without JAX (why: [tool.mutmut] in pyproject.toml) and lists the survivors.
     """

@@ -87,10 +87,12 @@ def _run(
     # OpenBLAS multiplies by a contiguous Wᵀ faster than by the transposed view of W
     # (float32, B = 32, H = 128: 0.9 against 1.6 ms for 100 steps).
     W_T = np.ascontiguousarray(W.T)
+    # A ufunc (tanh) writes h_t in place; the other activations return a new array.
+    f_into = f if isinstance(f, np.ufunc) else lambda a_t, out: np.copyto(out, f(a_t))
     if live is None:
         for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
             a_t += h_prev @ W_T
-            h_t[...] = f(a_t)
+            f_into(a_t, out=h_t)
     else:
         for a_t, h_prev, h_t, keep in zip(a, states[:-1], states[1:], live, strict=True):
             a_t += h_prev @ W_T

@@ -195,7 +195,8 @@ def _head_grads(g: Array, h: Array, per_term: bool) -> Grads:
         return {"U": g.swapaxes(-1, -2) @ h, "b_y": g.sum(axis=1)}
     T, B, O = g.shape
     rows_g = g.reshape(T * B, O)
-    return {"U": rows_g.T @ h.reshape(T * B, -1), "b_y": rows_g.sum(axis=0)}
+    # H spelled out: with T·B = 0 rows, -1 would leave it undetermined.
+    return {"U": rows_g.T @ h.reshape(T * B, h.shape[-1]), "b_y": rows_g.sum(axis=0)}
 
 
 def _assemble(
@@ -215,13 +216,12 @@ def _assemble(
     V = p["V"]
     inputs = np.concatenate([states[:-1], x, np.ones((T, B, 1), states.dtype)], axis=-1)
     width = H + D + 1
+    grads = _head_grads(g, states[1:], per_term=u.ndim == 4)
     if u.ndim == 3:
-        grads = _head_grads(g, states[1:], per_term=False)
         rows = u.reshape(T * B, H)
         joint = rows.T @ inputs.reshape(T * B, width)
         dx = (rows @ V).reshape(T, B, D)
     else:
-        grads = _head_grads(g, states[1:], per_term=True)
         joint = np.empty((T, H, width), u.dtype)
         dx = np.zeros((T, T, B, D), u.dtype)
         # u[t, k] is zero for k > t: contracting only the steps 0..t of term t does half
@@ -240,9 +240,9 @@ def _chain_cotangents(
     top: Array,
     slope: Array,
     W: Array,
-    starts: NDArray[np.intp],
+    starts: NDArray[np.intp] | None = None,
     *,
-    per_term: bool,
+    per_term: bool = False,
     live: NDArray[np.bool_] | None = None,
 ) -> tuple[Array, Array]:
     """Run the reverse chains of the loss terms back through time, all at once.
@@ -257,7 +257,8 @@ def _chain_cotangents(
     (T, B), a row that is not live at step k keeps its state, ``h_k = h_{k-1}``, so there
     ``u = 0`` and the cotangent passes unchanged: ``c_{t,k-1} = u_{t,k} W + (1 - live_k) c_{t,k}``.
 
-    ``starts`` (T,) must be non-decreasing with ``starts[t] <= t``: then the chains active at
+    ``starts`` (T,) must be non-decreasing with ``starts[t] <= t`` (``None``: every chain
+    runs back to step 0, full BPTT): then the chains active at
     step k are a contiguous range and advance as ONE batched product ``(n·B, H) @ (H, H)``.
     Chains that end at the same step are indistinguishable from then on; unless
     ``per_term``, they are merged into one sum, so full BPTT runs a single chain (the δ
@@ -269,31 +270,35 @@ def _chain_cotangents(
     """
     T, B, H = top.shape
     # Per term, every chain is its own group; for a sum, chains that stop together merge.
-    group = np.arange(T) if per_term else np.unique(starts, return_inverse=True)[1].reshape(T)
-    n_groups = int(group[-1]) + 1 if T else 0
-    group_start = np.zeros(n_groups, dtype=np.intp)
-    group_last = np.zeros(n_groups, dtype=np.intp)
-    group_start[group] = starts
-    group_last[group] = np.arange(T)  # later t overwrite: the last term of each group
+    if starts is None:
+        starts = np.zeros(T, dtype=np.intp)
+    if per_term:
+        group, group_start = np.arange(T), starts
+    else:
+        group_start, group = np.unique(starts, return_inverse=True)
+    n_groups = len(group_start)
+    # group is non-decreasing, so a group's last term is the last t in it. (Not by
+    # assigning arange(T) at the repeated indices: NumPy leaves unspecified which
+    # repeated assignment wins.)
+    group_last = np.searchsorted(group, np.arange(n_groups), side="right") - 1
 
     # float32 chains are carried in float64: a chain through a contracting W decays to
     # float32's subnormals within about a hundred steps, and x86 arithmetic on subnormals
     # (in the product with W, too) is about 100 times slower. Every u is stored in the
     # input dtype, subnormal values flushed to zero as XLA does on CPU (a flushed value is
     # below finfo.tiny, 1.2e-38 in float32, far under any tolerance).
-    wide = np.promote_types(top.dtype, np.float64)
     tiny = np.finfo(top.dtype).tiny
-    W = W.astype(wide, copy=False)
+    W = W.astype(np.float64)
     # Two buffers take turns: each step reads its chains from one and writes them,
     # advanced, to the other, so the loop allocates nothing. Groups not yet entered are
     # zero in both; groups that have ended are never read again.
-    carry = np.zeros((n_groups, B, H), dtype=wide)
+    carry = np.zeros((n_groups, B, H))  # float64, NumPy's default
     spare = np.zeros_like(carry)
     u_all = np.zeros((T, T, B, H) if per_term else (T, B, H), dtype=top.dtype)
     for k in range(T - 1, -1, -1):
         carry[group[k]] += top[k]
         # Active: groups with a term at or after k (entered) whose window reaches k.
-        lo = int(np.searchsorted(group_last, k, side="left"))
+        lo = int(np.searchsorted(group_last, k))
         hi = int(np.searchsorted(group_start, k, side="right"))
         c = carry[lo:hi]
         held = None if live is None else c * ~live[k][:, None]
@@ -314,9 +319,9 @@ def _chain_cotangents(
 
     from_h0 = group_start == 0
     if per_term:
-        h0 = np.where(from_h0[:, None, None], carry, 0).astype(top.dtype, copy=False)
+        h0 = np.where(from_h0[:, None, None], carry, 0).astype(top.dtype)
         return u_all, h0
-    return u_all, carry[from_h0].sum(axis=0).astype(top.dtype, copy=False)
+    return u_all, carry[from_h0].sum(axis=0).astype(top.dtype)
 
 
 def vectorized_grads(
@@ -348,7 +353,10 @@ def vectorized_grads(
     :math:`\partial L_t/\partial h_t\,(\prod_{i=k+1}^{t} \partial h_i/\partial h_{i-1})`
     times :math:`\mathrm{diag} f_h'(a_k)`. The step back from k to k - 1 advances every
     chain with t >= k in ONE batched matrix product ``((T - k)·B, H) @ (H, H)``; the sums
-    over k are tensor contractions after the loop. O(T²·B·H²) time, O(T²·B·H) memory.
+    over k are one matrix product per term after the loop, over its steps k <= t only.
+    O(T²·B·H²) time, O(T²·B·H) memory. float32 chains are advanced in float64 and each
+    ``u`` is rounded to float32, with values below ``finfo(float32).tiny`` flushed to
+    zero (subnormal arithmetic would make a long float32 run many times slower).
 
     Args:
         params: ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
@@ -367,10 +375,7 @@ def vectorized_grads(
         ValueError, TypeError: as :func:`bptt_ref.loss_and_grad`.
     """
     fp = _forward(params, xs, targets, hidden, output, loss)
-    T = fp.xs.shape[0]
-    u, h0 = _chain_cotangents(
-        fp.top, fp.slope, fp.params["W"], np.zeros(T, dtype=np.intp), per_term=True
-    )
+    u, h0 = _chain_cotangents(fp.top, fp.slope, fp.params["W"], per_term=True)
     return fp.losses, _assemble(fp.params, fp.xs, fp.states, fp.g, u, h0)
 
 
@@ -503,9 +508,7 @@ def lag_contributions(
     """
     fp = _forward(params, xs, targets, hidden, output, loss)
     T = fp.xs.shape[0]
-    u, _ = _chain_cotangents(
-        fp.top, fp.slope, fp.params["W"], np.zeros(T, dtype=np.intp), per_term=True
-    )
+    u, _ = _chain_cotangents(fp.top, fp.slope, fp.params["W"], per_term=True)
     inputs = {"W": fp.states[:-1], "V": fp.xs}
     out = {name: np.zeros((T, T), dtype=fp.xs.dtype) for name in _IMMEDIATE}
     for k in range(T):

@@ -109,7 +109,7 @@ def chunk_starts(T: int, k1: int, k2: int) -> NDArray[np.intp]:
 
 
 def _truncated(fp: _Pass, starts: NDArray[np.intp]) -> tuple[float, Grads]:
-    u, h0 = _chain_cotangents(fp.top, fp.slope, fp.params["W"], starts, per_term=False)
+    u, h0 = _chain_cotangents(fp.top, fp.slope, fp.params["W"], starts)
     return fp.total, _assemble(fp.params, fp.xs, fp.states, fp.g, u, h0)
 
 
@@ -279,7 +279,5 @@ def masked_loss_and_grad(
     g = loss_grad_logits(output, loss, z, y_hat, y) * m[:, :, None]
     slope = HIDDEN[hidden].df(a, states[1:])
     total = float(loss_sum(loss, z[m], y_hat[m], y[m]))
-    u, h0 = _chain_cotangents(
-        g @ p["U"], slope, p["W"], np.zeros(T, dtype=np.intp), per_term=False, live=live
-    )
+    u, h0 = _chain_cotangents(g @ p["U"], slope, p["W"], live=live)
     return total, _assemble(p, x, states, g, u, h0)

@@ -172,6 +172,17 @@ def test_probability_rows_may_be_off_by_their_rounding(dtype: type) -> None:
                 call(ce, arrays={"targets": shifted})
 
 
+def test_a_probability_row_off_by_exactly_the_slack_passes() -> None:
+    # In float64 sqrt(eps) = 2^-26 exactly, so a row can sum to exactly 1 + slack: the
+    # bound is inclusive.
+    ce = small_case(output="softmax", loss="cross_entropy")
+    slack = float(np.sqrt(np.finfo(np.float64).eps)) * ce.targets.shape[-1]
+    targets = np.zeros_like(ce.targets)
+    targets[..., 0] = 1 + slack
+    assert (np.abs(targets.sum(axis=-1) - 1) == slack).all()
+    call(ce, arrays={"targets": targets})
+
+
 def test_forward_checks_names_and_shapes() -> None:
     case = small_case()
     bad_U = {**case.params, "U": np.zeros((3, 4))}
