@@ -502,8 +502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     for w in (result := run(args, console))["warnings"]:
         console.print(f"[bold red]warning:[/] {w}")
-    print(report(result))
+    text = report(result)
+    print(text)
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.md").write_text(text + "\n")
     (args.out / "bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     from bench_plots import plot_all
 
