@@ -32,17 +32,24 @@ class Trace(NamedTuple):
 class _Pass(NamedTuple):
     """The forward pass as :func:`loss_and_grad` lays it out in memory.
 
-    ``states`` (T + 1, B, H) holds ``states[0] = h0`` and ``states[t + 1] = h_t``, so that
-    ``states[:-1]`` is the h_{t-1} sequence the weight gradient needs, as a view.
+    ``inputs`` (T + 1, B, H + 1) holds ``[h_{t-1}, 1]`` in row t (``h_{-1} = h0``) and
+    ``[h_{T-1}, 1]`` in row T: one product with ``[Wᵀ; b_h]`` adds the recurrent term and
+    the bias together, and one product of the δ rows with ``inputs[:-1]`` gives
+    ``[dW, db_h]``. ``states`` is its view without the column of ones.
     ``joint`` (T + 1, B, H + O) holds ``a_t`` in ``joint[t, :, :H]`` and ``z_t`` in
     ``joint[t + 1, :, H:]``: the backward pass overwrites ``a_t`` with ``f_h'(a_t)`` and then
     with ``δ_t``, and ``z_t`` with ``g_t``, so that ``joint[t + 1]`` is ``[δ_{t+1}, g_t]`` and
     each step of the δ recurrence is one matrix product.
     """
 
-    states: Array
+    inputs: Array
     joint: Array
     y_hat: Array
+
+    @property
+    def states(self) -> Array:
+        """``h0, h_0, …, h_{T-1}``, shape (T + 1, B, H), a view of ``inputs``."""
+        return self.inputs[..., :-1]
 
     @property
     def a(self) -> Array:
@@ -76,30 +83,34 @@ def _run(
     H, O = W.shape[0], U.shape[0]
     f = HIDDEN[hidden].f
     dtype = np.result_type(xs, *params.values())
-    states = np.empty((T + 1, B, H), dtype)
+    inputs = np.empty((T + 1, B, H + 1), dtype)
+    inputs[..., H] = 1
+    states = inputs[..., :H]
     joint = np.empty((T + 1, B, H + O), dtype)
     a, z = _views(joint, H)
     # Only the recurrent product is sequential: project all T·B inputs in one product.
     # a and z are strided views whose (T, B) dims merge, so these reshapes are views too.
     np.matmul(xs.reshape(T * B, D), V.T, out=a.reshape(T * B, H))
-    a += b_h
     states[0] = h0
-    # OpenBLAS multiplies by a contiguous Wᵀ faster than by the transposed view of W
-    # (float32, B = 32, H = 128: 0.9 against 1.6 ms for 100 steps).
-    W_T = np.ascontiguousarray(W.T)
+    # The bias rides in the recurrent product ([h_{t-1}, 1] @ [Wᵀ; b_h]): a separate
+    # a += b_h would be a broadcast, for which NumPy allocates iteration buffers that
+    # outweigh T·B·H at small sizes. A contiguous [Wᵀ; b_h] is also what OpenBLAS
+    # multiplies by fastest (float32, B = 32, H = 128: 0.9 against 1.6 ms for 100 steps
+    # with the transposed view of W).
+    W_b = np.concatenate([W.T, b_h[None]])
     # A ufunc (tanh) writes h_t in place; the other activations return a new array.
     f_into = f if isinstance(f, np.ufunc) else lambda a_t, out: np.copyto(out, f(a_t))
     if live is None:
-        for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
-            a_t += h_prev @ W_T
+        for a_t, prev, h_t in zip(a, inputs[:-1], states[1:], strict=True):
+            a_t += prev @ W_b
             f_into(a_t, out=h_t)
     else:
-        for a_t, h_prev, h_t, keep in zip(a, states[:-1], states[1:], live, strict=True):
-            a_t += h_prev @ W_T
-            h_t[...] = np.where(keep[:, None], f(a_t), h_prev)
+        for a_t, prev, h_t, keep in zip(a, inputs[:-1], states[1:], live, strict=True):
+            a_t += prev @ W_b
+            h_t[...] = np.where(keep[:, None], f(a_t), prev[:, :H])
     np.matmul(states[1:].reshape(T * B, H), U.T, out=z.reshape(T * B, O))
     z += b_y
-    return _Pass(states, joint, OUTPUT[output].f(z))
+    return _Pass(inputs, joint, OUTPUT[output].f(z))
 
 
 def forward(
@@ -194,8 +205,10 @@ def loss_and_grad(
     return value, _backward(fw, p, x, y, hidden, output, loss)
 
 
-# f_h'(a) is computed in blocks of time steps of about this size, in place of a: one block
-# for small problems (few NumPy calls), cache-sized temporaries for large ones.
+# f_h'(a) is computed in blocks of time steps of at most this size, in place of a: few
+# NumPy calls for small problems, cache-sized temporaries for large ones. At least four
+# blocks, because a ufunc on the strided view a allocates iteration buffers of up to 8192
+# elements per operand, which would otherwise outweigh T·B·H at small sizes.
 _BLOCK_BYTES = 1 << 20
 
 
@@ -218,7 +231,7 @@ def _backward(
     # f_h'(a_t) for every step needs no recurrence; it takes a's place, and then δ takes its.
     delta = fw.a
     df = HIDDEN[hidden].df
-    block = max(1, _BLOCK_BYTES // max(1, B * H * joint.itemsize))
+    block = max(1, min(T // 4, _BLOCK_BYTES // max(1, B * H * joint.itemsize)))
     for start in range(0, T, block):
         steps = slice(start, start + block)
         delta[steps] = df(delta[steps], states[1:][steps])
@@ -227,14 +240,16 @@ def _backward(
     WU = np.concatenate([W, U])
     for t in range(T - 1, -1, -1):
         delta[t] *= joint[t + 1] @ WU
+    del WU  # (H + O, H): at small T·B, as large as what the gradients below need
 
     rows_h = delta.reshape(T * B, H)
     rows_g = g.reshape(T * B, O)
+    dW_b = rows_h.T @ fw.inputs[:-1].reshape(T * B, H + 1)  # [dW, db_h]
     return {
         "U": rows_g.T @ states[1:].reshape(T * B, H),
         "V": rows_h.T @ x.reshape(T * B, D),
-        "W": rows_h.T @ states[:-1].reshape(T * B, H),
-        "b_h": rows_h.sum(axis=0),
+        "W": dW_b[:, :H],
+        "b_h": dW_b[:, H],
         "b_y": rows_g.sum(axis=0),
         "h0": delta[0] @ W if T > 0 else np.zeros_like(p["h0"]),
         "xs": (rows_h @ V).reshape(T, B, D),
