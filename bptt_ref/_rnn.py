@@ -205,10 +205,8 @@ def loss_and_grad(
     return value, _backward(fw, p, x, y, hidden, output, loss)
 
 
-# f_h'(a) is computed in blocks of time steps of at most this size, in place of a: few
-# NumPy calls for small problems, cache-sized temporaries for large ones. At least four
-# blocks, because a ufunc on the strided view a allocates iteration buffers of up to 8192
-# elements per operand, which would otherwise outweigh T·B·H at small sizes.
+# f_h'(a) is computed in blocks of time steps of about this size, in place of a: one block
+# for small problems (few NumPy calls), cache-sized temporaries for large ones.
 _BLOCK_BYTES = 1 << 20
 
 
@@ -231,7 +229,7 @@ def _backward(
     # f_h'(a_t) for every step needs no recurrence; it takes a's place, and then δ takes its.
     delta = fw.a
     df = HIDDEN[hidden].df
-    block = max(1, min(T // 4, _BLOCK_BYTES // max(1, B * H * joint.itemsize)))
+    block = max(1, _BLOCK_BYTES // max(1, B * H * joint.itemsize))
     for start in range(0, T, block):
         steps = slice(start, start + block)
         delta[steps] = df(delta[steps], states[1:][steps])
@@ -240,7 +238,6 @@ def _backward(
     WU = np.concatenate([W, U])
     for t in range(T - 1, -1, -1):
         delta[t] *= joint[t + 1] @ WU
-    del WU  # (H + O, H): at small T·B, as large as what the gradients below need
 
     rows_h = delta.reshape(T * B, H)
     rows_g = g.reshape(T * B, O)
