@@ -22,11 +22,14 @@ from bptt_ref.strategies import Case
 
 # name: (line as written in _rnn.py, the planted replacement)
 BUGS: dict[str, tuple[str, str]] = {
-    "dW scaled by 1.001": ('"W": dW_b[:, :H],', '"W": 1.001 * dW_b[:, :H],'),
+    "dW scaled by 1.001": (
+        '"W": rows_h.T @ states[:-1].reshape(T * B, H),',
+        '"W": 1.001 * (rows_h.T @ states[:-1].reshape(T * B, H)),',
+    ),
     "f' dropped": ("delta[t] *= joint[t + 1] @ WU", "delta[t] = joint[t + 1] @ WU"),
     "h_t used where h_{t-1} belongs": (
-        "dW_b = rows_h.T @ fw.inputs[:-1].reshape(T * B, H + 1)",
-        "dW_b = rows_h.T @ fw.inputs[1:].reshape(T * B, H + 1)",
+        '"W": rows_h.T @ states[:-1].reshape(T * B, H),',
+        '"W": rows_h.T @ states[1:].reshape(T * B, H),',
     ),
     "first time step skipped": ("for t in range(T - 1, -1, -1):", "for t in range(T - 1, 0, -1):"),
     "loss off by 1e-6": (
