@@ -228,6 +228,21 @@ def test_layout_and_repetition_give_bit_identical_results(case: Case) -> None:
         np.testing.assert_array_equal(grads[k], again[k], err_msg=f"{k}: depends on layout")
 
 
+@given(cases(max_T=6))
+def test_numpy_buffer_size_is_the_callers_after_and_changes_no_bit(case: Case) -> None:
+    # The forward and backward passes run with small ufunc buffers of their own.
+    _, grads = bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **case.config)
+    with np.errstate():
+        np.setbufsize(16)
+        _, small = bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **case.config)
+        trace = bptt_ref.forward(case.params, case.xs, hidden=case.hidden, output=case.output)
+        assert np.getbufsize() == 16
+    assert np.getbufsize() == 8192
+    assert trace.h.shape == case.xs.shape[:2] + case.params["W"].shape[:1]
+    for k in grads:
+        np.testing.assert_array_equal(small[k], grads[k], err_msg=k)
+
+
 def test_random_params_contract() -> None:
     rng = np.random.default_rng(0)
     p = bptt_ref.random_params(
