@@ -397,29 +397,30 @@ def test_float32_chains_flush_subnormals(per_term: bool) -> None:
         starts,
         per_term=per_term,
     )
-    tiny = np.finfo(np.float32).tiny
+    floor = np.finfo(np.float32).tiny / np.finfo(np.float32).eps
     assert u.dtype == h0.dtype == np.float32
-    assert ((u64 != 0) & (np.abs(u64) < tiny)).any(), "nothing to flush: make the case longer"
-    assert not ((u != 0) & (np.abs(u) < tiny)).any(), "a subnormal float32 was stored"
+    assert ((u64 != 0) & (np.abs(u64) < floor)).any(), "nothing to flush: make the case longer"
+    assert not ((u != 0) & (np.abs(u) < floor)).any(), "a value below tiny/eps was stored"
     # Carried in float64, each u is its float64 value rounded once, or flushed; a value
-    # flushed further up a chain moves the values below it by a few tiny at most.
-    np.testing.assert_allclose(u, u64, rtol=1e-6, atol=8 * tiny)
-    np.testing.assert_allclose(h0, h0_64, rtol=1e-6, atol=8 * tiny)
+    # flushed further up a chain moves the values below it by a few times the floor at most.
+    np.testing.assert_allclose(u, u64, rtol=1e-6, atol=8 * floor)
+    np.testing.assert_allclose(h0, h0_64, rtol=1e-6, atol=8 * floor)
 
 
-def test_flush_keeps_the_smallest_normal_and_flushes_the_summed_chain() -> None:
-    # T = 2, B = H = 1, f_h' = 1, W = 1: the chain of L_1 carries -tiny back to step 0,
-    # where L_0 adds 1.5·tiny. The smallest normal float32 itself is kept; full BPTT
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flush_keeps_the_floor_and_flushes_the_summed_chain(dtype: type[np.floating]) -> None:
+    # T = 2, B = H = 1, f_h' = 1, W = 1: the chain of L_1 carries -floor back to step 0,
+    # where L_0 adds 1.5·floor (floor = tiny/eps). The floor itself is kept; full BPTT
     # carries the sum of the chains as one chain (the δ recurrence), so it is that sum,
-    # 0.5·tiny, that is flushed, not a subnormal left over from adding two chains.
-    tiny = float(np.finfo(np.float32).tiny)
-    top = np.array([1.5 * tiny, -tiny], dtype=np.float32).reshape(2, 1, 1)
-    ones = np.ones((2, 1, 1), dtype=np.float32)
+    # 0.5·floor, that is flushed, not a value left over from adding two chains.
+    floor = float(np.finfo(dtype).tiny / np.finfo(dtype).eps)
+    top = np.array([1.5 * floor, -floor], dtype=dtype).reshape(2, 1, 1)
+    ones = np.ones((2, 1, 1), dtype=dtype)
     u, h0 = note_form._chain_cotangents(
         top, ones, ones[0], np.zeros(2, dtype=np.intp), per_term=False
     )
-    assert u.dtype == np.float32
-    assert u[1, 0, 0] == np.float32(-tiny)
+    assert u.dtype == dtype
+    assert u[1, 0, 0] == dtype(-floor)
     assert u[0, 0, 0] == 0
     assert h0[0, 0] == 0
 
