@@ -69,6 +69,7 @@ def _views(joint: Array, H: int) -> tuple[Array, Array]:
 _UFUNC_BUFFER = 1024
 
 
+# A with-block in the functions, not a decorator: mutmut leaves decorated functions unmutated.
 @contextmanager
 def _small_ufunc_buffers() -> Iterator[None]:
     with np.errstate():  # restores the caller's buffer size on exit
@@ -76,7 +77,6 @@ def _small_ufunc_buffers() -> Iterator[None]:
         yield
 
 
-@_small_ufunc_buffers()
 def _run(
     params: Mapping[str, Array],
     xs: Array,
@@ -89,35 +89,36 @@ def _run(
     With ``live`` (T, B), a row that is not live at step t holds its state,
     ``h_t = h_{t-1}`` (the "freeze" mask of :mod:`bptt_ref.truncation`).
     """
-    U, V, W, b_h, b_y, h0 = (params[k] for k in ("U", "V", "W", "b_h", "b_y", "h0"))
-    T, B, D = xs.shape
-    H, O = W.shape[0], U.shape[0]
-    f = HIDDEN[hidden].f
-    dtype = np.result_type(xs, *params.values())
-    states = np.empty((T + 1, B, H), dtype)
-    joint = np.empty((T + 1, B, H + O), dtype)
-    a, z = _views(joint, H)
-    # Only the recurrent product is sequential: project all T·B inputs in one product.
-    # a and z are strided views whose (T, B) dims merge, so these reshapes are views too.
-    np.matmul(xs.reshape(T * B, D), V.T, out=a.reshape(T * B, H))
-    a += b_h
-    states[0] = h0
-    # OpenBLAS multiplies by a contiguous Wᵀ faster than by the transposed view of W
-    # (float32, B = 32, H = 128: 0.9 against 1.6 ms for 100 steps).
-    W_T = np.ascontiguousarray(W.T)
-    # A ufunc (tanh) writes h_t in place; the other activations return a new array.
-    f_into = f if isinstance(f, np.ufunc) else lambda a_t, out: np.copyto(out, f(a_t))
-    if live is None:
-        for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
-            a_t += h_prev @ W_T
-            f_into(a_t, out=h_t)
-    else:
-        for a_t, h_prev, h_t, keep in zip(a, states[:-1], states[1:], live, strict=True):
-            a_t += h_prev @ W_T
-            h_t[...] = np.where(keep[:, None], f(a_t), h_prev)
-    np.matmul(states[1:].reshape(T * B, H), U.T, out=z.reshape(T * B, O))
-    z += b_y
-    return _Pass(states, joint, OUTPUT[output].f(z))
+    with _small_ufunc_buffers():
+        U, V, W, b_h, b_y, h0 = (params[k] for k in ("U", "V", "W", "b_h", "b_y", "h0"))
+        T, B, D = xs.shape
+        H, O = W.shape[0], U.shape[0]
+        f = HIDDEN[hidden].f
+        dtype = np.result_type(xs, *params.values())
+        states = np.empty((T + 1, B, H), dtype)
+        joint = np.empty((T + 1, B, H + O), dtype)
+        a, z = _views(joint, H)
+        # Only the recurrent product is sequential: project all T·B inputs in one product.
+        # a and z are strided views whose (T, B) dims merge, so these reshapes are views too.
+        np.matmul(xs.reshape(T * B, D), V.T, out=a.reshape(T * B, H))
+        a += b_h
+        states[0] = h0
+        # OpenBLAS multiplies by a contiguous Wᵀ faster than by the transposed view of W
+        # (float32, B = 32, H = 128: 0.9 against 1.6 ms for 100 steps).
+        W_T = np.ascontiguousarray(W.T)
+        # A ufunc (tanh) writes h_t in place; the other activations return a new array.
+        f_into = f if isinstance(f, np.ufunc) else lambda a_t, out: np.copyto(out, f(a_t))
+        if live is None:
+            for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
+                a_t += h_prev @ W_T
+                f_into(a_t, out=h_t)
+        else:
+            for a_t, h_prev, h_t, keep in zip(a, states[:-1], states[1:], live, strict=True):
+                a_t += h_prev @ W_T
+                h_t[...] = np.where(keep[:, None], f(a_t), h_prev)
+        np.matmul(states[1:].reshape(T * B, H), U.T, out=z.reshape(T * B, O))
+        z += b_y
+        return _Pass(states, joint, OUTPUT[output].f(z))
 
 
 def forward(
@@ -217,7 +218,6 @@ def loss_and_grad(
 _BLOCK_BYTES = 1 << 20
 
 
-@_small_ufunc_buffers()
 def _backward(
     fw: _Pass,
     p: Mapping[str, Array],
@@ -228,37 +228,38 @@ def _backward(
     loss: str,
 ) -> dict[str, NDArray[np.floating]]:
     """The gradients of :func:`loss_and_grad` from its forward pass; overwrites ``fw.joint``."""
-    U, V, W = p["U"], p["V"], p["W"]
-    T, B, D = x.shape
-    H, O = W.shape[0], U.shape[0]
-    states, joint = fw.states, fw.joint
-    g = fw.z
-    g[...] = loss_grad_logits(output, loss, fw.z, fw.y_hat, y)
-    # f_h'(a_t) for every step needs no recurrence; it takes a's place, and then δ takes its.
-    delta = fw.a
-    df = HIDDEN[hidden].df
-    block = max(1, _BLOCK_BYTES // max(1, B * H * joint.itemsize))
-    for start in range(0, T, block):
-        steps = slice(start, start + block)
-        delta[steps] = df(delta[steps], states[1:][steps])
-    joint[-1, :, :H] = 0
-    # [δ_{t+1}, g_t] @ [W; U] = δ_{t+1} W + g_t U
-    WU = np.concatenate([W, U])
-    for t in range(T - 1, -1, -1):
-        delta[t] *= joint[t + 1] @ WU
-    del WU  # H·(H + O) that would otherwise outlive the loop, at small T·B a lot
+    with _small_ufunc_buffers():
+        U, V, W = p["U"], p["V"], p["W"]
+        T, B, D = x.shape
+        H, O = W.shape[0], U.shape[0]
+        states, joint = fw.states, fw.joint
+        g = fw.z
+        g[...] = loss_grad_logits(output, loss, fw.z, fw.y_hat, y)
+        # f_h'(a_t) for every step needs no recurrence; it takes a's place, and then δ takes its.
+        delta = fw.a
+        df = HIDDEN[hidden].df
+        block = max(1, _BLOCK_BYTES // max(1, B * H * joint.itemsize))
+        for start in range(0, T, block):
+            steps = slice(start, start + block)
+            delta[steps] = df(delta[steps], states[1:][steps])
+        joint[-1, :, :H] = 0
+        # [δ_{t+1}, g_t] @ [W; U] = δ_{t+1} W + g_t U
+        WU = np.concatenate([W, U])
+        for t in range(T - 1, -1, -1):
+            delta[t] *= joint[t + 1] @ WU
+        del WU  # H·(H + O) that would otherwise outlive the loop, at small T·B a lot
 
-    rows_h = delta.reshape(T * B, H)
-    rows_g = g.reshape(T * B, O)
-    return {
-        "U": rows_g.T @ states[1:].reshape(T * B, H),
-        "V": rows_h.T @ x.reshape(T * B, D),
-        "W": rows_h.T @ states[:-1].reshape(T * B, H),
-        "b_h": rows_h.sum(axis=0),
-        "b_y": rows_g.sum(axis=0),
-        "h0": delta[0] @ W if T > 0 else np.zeros_like(p["h0"]),
-        "xs": (rows_h @ V).reshape(T, B, D),
-    }
+        rows_h = delta.reshape(T * B, H)
+        rows_g = g.reshape(T * B, O)
+        return {
+            "U": rows_g.T @ states[1:].reshape(T * B, H),
+            "V": rows_h.T @ x.reshape(T * B, D),
+            "W": rows_h.T @ states[:-1].reshape(T * B, H),
+            "b_h": rows_h.sum(axis=0),
+            "b_y": rows_g.sum(axis=0),
+            "h0": delta[0] @ W if T > 0 else np.zeros_like(p["h0"]),
+            "xs": (rows_h @ V).reshape(T, B, D),
+        }
 
 
 def random_params(
