@@ -184,7 +184,7 @@ def time_interleaved(
             once = time.perf_counter() - start
         timings[key].number = max(1, math.ceil(settings.min_sample / max(once, 1e-9)))
     keys = list(benches)
-    for r in range(settings.repeats):
+    for r in range(settings.repeats if keys else 0):
         progress(f"repeat {r + 1}/{settings.repeats}")
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
             fn, number = benches[key], timings[key].number

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +38,11 @@ def test_smoke_run_checks_every_row_and_writes_its_outputs(tmp_path: Path) -> No
         assert group["rows"][name]["time_fwd_bwd"]["median_s"] > 0
     for png in ("time_vs_T.png", "time_vs_H.png", "ratio_to_floor.png"):
         assert (tmp_path / png).stat().st_size > 0
+
+
+def test_a_size_where_no_selected_row_runs_times_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # --rows vectorized runs at the two smaller sizes only; the larger ones time no row.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    bench_bptt = importlib.import_module("bench_bptt")
+    settings = bench_bptt.Settings(repeats=3, warmup=1, min_sample=0.0)
+    assert bench_bptt.time_interleaved({}, {}, settings, print) == {}
