@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 
 def _series(
@@ -37,6 +38,12 @@ def _guides(ax: Axes, xs: list[int], y0: float, dim: str) -> None:
         ax.plot(xs, [y0 * (x / x0) ** power for x in xs], "k" + style, lw=0.8, label=label)
 
 
+def _label_sizes(ax: Axes, values: set[int]) -> None:
+    # The swept sizes as plain numbers; a log axis would label its minor ticks 2×10¹, 3×10¹…
+    ax.set_xticks(sorted(values), labels=[str(v) for v in sorted(values)])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _save(fig: Figure, path: Path) -> None:
     """Grid and legend on every panel, then write the PNG and free the figure."""
     for ax in fig.axes:
@@ -59,6 +66,7 @@ def _sweep(result: dict[str, Any], section: str, dim: str, path: Path) -> None:
         if anchor:
             _guides(ax, anchor[0], anchor[1][0], dim)
         ax.set(xscale="log", yscale="log", xlabel=dim, ylabel="fwd+bwd time (s)", title=dtype)
+        _label_sizes(ax, {x for xs, _ in series.values() for x in xs})
     _save(fig, path)
 
 
@@ -74,6 +82,7 @@ def _ratio_to_floor(result: dict[str, Any], path: Path) -> None:
                 ax.plot(*zip(*pts, strict=True), "o-", label=name)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set(xscale="log", yscale="log", xlabel="H", ylabel="time / blas_floor", title=dtype)
+        _label_sizes(ax, set(floor))
     _save(fig, path)
 
 
