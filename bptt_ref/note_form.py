@@ -189,14 +189,20 @@ def _forward(
     return _Pass(p, x, states, g, g @ p["U"], HIDDEN[hidden].df(a, states[1:]), losses, total)
 
 
-def _head_grads(g: Array, h: Array, per_term: bool) -> Grads:
+def _head_grads(g: Array, h: Array) -> Grads:
     """``dL_t/dU = g_tᵀ h_t`` and ``dL_t/db_y = Σ_b g_{t,b}``: no recurrence (the note's U line)."""
-    if per_term:
-        return {"U": g.swapaxes(-1, -2) @ h, "b_y": g.sum(axis=1)}
-    T, B, O = g.shape
-    rows_g = g.reshape(T * B, O)
-    # H spelled out: with T·B = 0 rows, -1 would leave it undetermined.
-    return {"U": rows_g.T @ h.reshape(T * B, h.shape[-1]), "b_y": rows_g.sum(axis=0)}
+    return {"U": g.swapaxes(-1, -2) @ h, "b_y": g.sum(axis=1)}
+
+
+def _immediate_inputs(states: Array, x: Array) -> Array:
+    """``[h_{k-1}, x_k, 1]`` for every step, (T, B, H + D + 1): one product of a cotangent
+    ``u_k`` with it gives ``[dW, dV, db_h]`` of that step."""
+    T, B, _ = x.shape
+    return np.concatenate([states[:-1], x, np.ones((T, B, 1), states.dtype)], axis=-1)
+
+
+def _split_immediate(joint: Array, H: int) -> Grads:
+    return {"W": joint[..., :H], "V": joint[..., H:-1], "b_h": joint[..., -1]}
 
 
 def _assemble(
@@ -204,36 +210,46 @@ def _assemble(
 ) -> Grads:
     """Every gradient from the cotangents on the pre-activations and on ``h0``.
 
-    ``u`` is ``∂L/∂a_k`` (T, B, H) for a total, or ``∂L_t/∂a_k`` (T, T, B, H) per term;
-    ``h0_ct`` is the matching cotangent on ``h0``, (B, H) or (T, B, H). Then
+    ``u`` (T, B, H) is ``∂L/∂a_k`` and ``h0_ct`` (B, H) the cotangent on ``h0``. Then
     ``dW = Σ_k u_kᵀ h_{k-1}``, ``dV = Σ_k u_kᵀ x_k``, ``db_h = Σ_{k,b} u_{k,b}``,
     ``dx_k = u_k V``; the first three are one matrix product over the T·B rows,
     ``uᵀ [h_{k-1}, x_k, 1]``. ``p``: the parameters; ``x`` (T, B, D); ``states``
     (T + 1, B, H); ``g`` (T, B, O).
     """
-    T, B, D = x.shape
-    H = p["W"].shape[0]
-    V = p["V"]
-    inputs = np.concatenate([states[:-1], x, np.ones((T, B, 1), states.dtype)], axis=-1)
-    width = H + D + 1
-    grads = _head_grads(g, states[1:], per_term=u.ndim == 4)
-    if u.ndim == 3:
-        rows = u.reshape(T * B, H)
-        joint = rows.T @ inputs.reshape(T * B, width)
-        dx = (rows @ V).reshape(T, B, D)
-    else:
-        joint = np.empty((T, H, width), u.dtype)
-        dx = np.zeros((T, T, B, D), u.dtype)
-        # u[t, k] is zero for k > t: contracting only the steps 0..t of term t does half
-        # the work of the full square.
-        for t in range(T):
-            rows = u[t, : t + 1].reshape((t + 1) * B, H)
-            np.matmul(rows.T, inputs[: t + 1].reshape((t + 1) * B, width), out=joint[t])
-            np.matmul(rows, V, out=dx[t, : t + 1].reshape((t + 1) * B, D))
-    grads.update(
-        {"W": joint[..., :H], "V": joint[..., H:-1], "b_h": joint[..., -1], "h0": h0_ct, "xs": dx}
-    )
-    return grads
+    T, B, H = u.shape
+    O, D = g.shape[2], x.shape[2]
+    inputs = _immediate_inputs(states, x)
+    rows = u.reshape(T * B, H)
+    rows_g = g.reshape(T * B, O)
+    return {
+        "U": rows_g.T @ states[1:].reshape(T * B, H),
+        "b_y": rows_g.sum(axis=0),
+        **_split_immediate(rows.T @ inputs.reshape(T * B, H + D + 1), H),
+        "h0": h0_ct,
+        "xs": (rows @ p["V"]).reshape(T, B, D),
+    }
+
+
+# float32 chains are carried in float64: a chain through a contracting W decays to
+# float32's subnormals within about a hundred steps, and x86 arithmetic on subnormals
+# (in the product with W, too) is about 100 times slower. Every u is stored in the
+# input dtype, with values below tiny/eps flushed to zero (2^-103 ≈ 1e-31 in float32,
+# 2^-970 in float64): then u times any factor above eps in magnitude, as in the
+# products with h, x and V that make the gradients, is a normal number. Flushing at
+# tiny alone left those products subnormal: the float32 per-term products at
+# B = 32, H = 128, T = 100 took 213 ms, 77 ms with this flush. A flushed u moves a
+# gradient entry by less than 1e-31 times the factors it multiplies.
+def _chain_setup(W: Array, dtype: np.dtype[Any]) -> tuple[Array, float]:
+    """W in float64, the chains' precision, and the flush floor tiny/eps of ``dtype``."""
+    info = np.finfo(dtype)
+    return W.astype(np.float64), float(info.tiny / info.eps)
+
+
+def _onto_pre_activations(c: Array, slope_k: Array, floor: float) -> Array:
+    """``u = c ⊙ f_h'(a_k)`` in place of ``c``, with values below ``floor`` flushed to zero."""
+    u = np.multiply(c, slope_k, out=c)
+    np.copyto(u, 0, where=np.abs(u) < floor)
+    return u
 
 
 def _chain_cotangents(
@@ -242,10 +258,9 @@ def _chain_cotangents(
     W: Array,
     starts: NDArray[np.intp] | None = None,
     *,
-    per_term: bool = False,
     live: NDArray[np.bool_] | None = None,
 ) -> tuple[Array, Array]:
-    """Run the reverse chains of the loss terms back through time, all at once.
+    """Run the reverse chains of the loss terms back through time and sum them.
 
     Chain t carries ``c_{t,k} = ∂L_t/∂h_k`` (B, H) from ``c_{t,t} = top_t`` back to step
     ``starts[t]``; at each step k it is active on,
@@ -258,48 +273,30 @@ def _chain_cotangents(
     ``u = 0`` and the cotangent passes unchanged: ``c_{t,k-1} = u_{t,k} W + (1 - live_k) c_{t,k}``.
 
     ``starts`` (T,) must be non-decreasing with ``starts[t] <= t`` (``None``: every chain
-    runs back to step 0, full BPTT): then the chains active at
-    step k are a contiguous range and advance as ONE batched product ``(n·B, H) @ (H, H)``.
-    Chains that end at the same step are indistinguishable from then on; unless
-    ``per_term``, they are merged into one sum, so full BPTT runs a single chain (the δ
-    recurrence) and a window of k steps runs at most k + 1.
+    runs back to step 0, full BPTT). Chains that end at the same step are
+    indistinguishable from then on and are merged into one sum, so full BPTT runs a
+    single chain (the δ recurrence) and a window of k steps runs at most k + 1; the
+    chains active at step k are a contiguous range of these groups and advance as ONE
+    batched product ``(n·B, H) @ (H, H)``.
 
-    Returns ``(u, h0)``: per term ``u`` (T, T, B, H) indexed [t, k] (zero outside
-    ``starts[t] <= k <= t``) and ``h0`` (T, B, H); otherwise their sums over t, (T, B, H)
-    and (B, H).
+    Returns ``(u, h0)``: ``Σ_t u_{t,k}`` (T, B, H) and ``Σ_t c_{t,-1}`` (B, H).
     """
     T, B, H = top.shape
-    # Per term, every chain is its own group; for a sum, chains that stop together merge.
     if starts is None:
         starts = np.zeros(T, dtype=np.intp)
-    if per_term:
-        group, group_start = np.arange(T), starts
-    else:
-        group_start, group = np.unique(starts, return_inverse=True)
+    group_start, group = np.unique(starts, return_inverse=True)
     n_groups = len(group_start)
     # group is non-decreasing, so a group's last term is the last t in it. (Not by
     # assigning arange(T) at the repeated indices: NumPy leaves unspecified which
     # repeated assignment wins.)
     group_last = np.searchsorted(group, np.arange(n_groups), side="right") - 1
-
-    # float32 chains are carried in float64: a chain through a contracting W decays to
-    # float32's subnormals within about a hundred steps, and x86 arithmetic on subnormals
-    # (in the product with W, too) is about 100 times slower. Every u is stored in the
-    # input dtype, with values below tiny/eps flushed to zero (2^-103 ≈ 1e-31 in float32,
-    # 2^-970 in float64): then u times any factor above eps in magnitude, as in the
-    # products with h, x and V that make the gradients, is a normal number. Flushing at
-    # tiny alone left those products subnormal: the float32 per-term products at
-    # B = 32, H = 128, T = 100 took 213 ms, 77 ms with this flush. A flushed u moves a
-    # gradient entry by less than 1e-31 times the factors it multiplies.
-    info = np.finfo(top.dtype)
-    flush_below = info.tiny / info.eps
-    W = W.astype(np.float64)
+    W, floor = _chain_setup(W, top.dtype)
     # Two buffers take turns: each step reads its chains from one and writes them,
     # advanced, to the other, so the loop allocates nothing. Groups not yet entered are
     # zero in both; groups that have ended are never read again.
     carry = np.zeros((n_groups, B, H))  # float64, NumPy's default
     spare = np.zeros_like(carry)
-    u_all = np.zeros((T, T, B, H) if per_term else (T, B, H), dtype=top.dtype)
+    u_sum = np.zeros((T, B, H), dtype=top.dtype)
     for k in range(T - 1, -1, -1):
         carry[group[k]] += top[k]
         # Active: groups with a term at or after k (entered) whose window reaches k.
@@ -307,26 +304,56 @@ def _chain_cotangents(
         hi = int(np.searchsorted(group_start, k, side="right"))
         c = carry[lo:hi]
         held = None if live is None else c * ~live[k][:, None]
-        u = np.multiply(c, slope[k], out=c)
-        np.copyto(u, 0, where=np.abs(u) < flush_below)
+        u = _onto_pre_activations(c, slope[k], floor)
         if live is not None:
             u *= live[k][:, None]
-        if per_term:
-            u_all[lo:hi, k] = u
-        else:
-            u_all[k] = u.sum(axis=0)
+        u_sum[k] = u.sum(axis=0)
         rows = (hi - lo) * B
         advanced = spare[lo:hi]
         np.matmul(u.reshape(rows, H), W, out=advanced.reshape(rows, H))
         if held is not None:
             advanced += held
         carry, spare = spare, carry
+    return u_sum, carry[group_start == 0].sum(axis=0).astype(top.dtype)
 
-    from_h0 = group_start == 0
-    if per_term:
-        h0 = np.where(from_h0[:, None, None], carry, 0).astype(top.dtype)
-        return u_all, h0
-    return u_all, carry[from_h0].sum(axis=0).astype(top.dtype)
+
+def _term_chains(top: Array, slope: Array, W: Array, terms: range, out: Array) -> Array:
+    """The reverse chains of the loss terms ``t in terms``, each kept on its own.
+
+    The recurrence of :func:`_chain_cotangents`, every chain from ``c_{t,t} = top_t``
+    back to step 0; at step k the chains with t >= k advance as ONE batched product
+    ``(n·B, H) @ (H, H)``. Writes ``u_{t,k} = ∂L_t/∂a_k`` into
+    ``out[t - terms.start, k]`` for k <= t, leaving the entries with k > t as they were,
+    and returns ``c_{t,-1} = ∂L_t/∂h0``, (len(terms), B, H). ``terms`` is a range with
+    step 1; ``out`` is at least (len(terms), terms.stop, B, H), of top's dtype.
+    """
+    first, n = terms.start, len(terms)
+    B, H = top.shape[1:]
+    W, floor = _chain_setup(W, top.dtype)
+    # As in _chain_cotangents: two float64 buffers take turns, a row is zero in both
+    # until its term enters at k = t.
+    carry = np.zeros((n, B, H))
+    spare = np.zeros_like(carry)
+    for k in range(terms.stop - 1, -1, -1):
+        if k >= first:
+            carry[k - first] = top[k]  # the chain of term k enters
+        lo = max(k - first, 0)
+        u = _onto_pre_activations(carry[lo:], slope[k], floor)
+        out[lo:n, k] = u
+        rows = (n - lo) * B
+        np.matmul(u.reshape(rows, H), W, out=spare[lo:].reshape(rows, H))
+        carry, spare = spare, carry
+    return carry.astype(top.dtype)
+
+
+# vectorized_grads runs its chains in blocks of loss terms whose cotangents, (block, T,
+# B, H), take about this many bytes, and sums each block over k before the next: the
+# buffer is reused, where one (T, T, B, H) array was written afresh on every call. On
+# this VM, memory the kernel has handed back to the host costs several times more to
+# touch again (B = 32, H = 128, T = 100, float64, after 3 s idle: 1107 ms for the whole
+# array, 525 ms in blocks of five terms); back to back the blocks were faster too (304
+# against 241 ms), their cotangents still in cache when they are summed.
+_TERM_BLOCK_BYTES = 1 << 24
 
 
 def vectorized_grads(
@@ -356,13 +383,16 @@ def vectorized_grads(
 
     where :math:`u_{t,k}` (B, H) is one summand of the note's sum: the cotangent
     :math:`\partial L_t/\partial h_t\,(\prod_{i=k+1}^{t} \partial h_i/\partial h_{i-1})`
-    times :math:`\mathrm{diag} f_h'(a_k)`. The step back from k to k - 1 advances every
-    chain with t >= k in ONE batched matrix product ``((T - k)·B, H) @ (H, H)``; the sums
-    over k are one matrix product per term after the loop, over its steps k <= t only.
-    O(T²·B·H²) time, O(T²·B·H) memory. float32 chains are advanced in float64 and each
-    ``u`` is rounded to float32; values of ``u`` below ``tiny / eps`` of the dtype (about
-    1e-31 in float32) are flushed to zero, so that no product in the loop or the sums
-    over k meets subnormal arithmetic, which would make a float32 run many times slower.
+    times :math:`\mathrm{diag} f_h'(a_k)`. The loss terms run in blocks of consecutive t
+    (as many as fit in about 16 MB of cotangents; all T at small sizes). Within a block, the
+    step back from k to k - 1 advances every chain with t >= k in ONE batched matrix
+    product ``(n·B, H) @ (H, H)``; then the sums over k are one matrix product per term,
+    over its steps k <= t only. O(T²·B·H²) time; memory O(T²·B·D) for the result
+    ``dL_t/dx_k`` and about max(16 MB, T·B·H·itemsize) for the cotangents. float32
+    chains are advanced in float64 and each ``u`` is rounded to float32; values of ``u``
+    below ``tiny / eps`` of the dtype (about 1e-31 in float32) are flushed to zero, so
+    that no product in the loop or the sums over k meets subnormal arithmetic, which
+    would make a float32 run many times slower.
 
     Args:
         params: ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
@@ -381,8 +411,29 @@ def vectorized_grads(
         ValueError, TypeError: as :func:`bptt_ref.loss_and_grad`.
     """
     fp = _forward(params, xs, targets, hidden, output, loss)
-    u, h0 = _chain_cotangents(fp.top, fp.slope, fp.params["W"], per_term=True)
-    return fp.losses, _assemble(fp.params, fp.xs, fp.states, fp.g, u, h0)
+    p, x = fp.params, fp.xs
+    T, B, H = fp.top.shape
+    D = x.shape[2]
+    inputs = _immediate_inputs(fp.states, x)
+    width = H + D + 1
+    joint = np.empty_like(x, shape=(T, H, width))
+    dx = np.zeros_like(x, shape=(T, T, B, D))
+    h0 = np.empty_like(fp.top)
+    block = max(1, _TERM_BLOCK_BYTES // max(1, fp.top.nbytes))
+    u = np.empty_like(fp.top, shape=(min(block, T), T, B, H))
+    for first in range(0, T, block):
+        terms = range(first, min(first + block, T))
+        h0[first : terms.stop] = _term_chains(fp.top, fp.slope, p["W"], terms=terms, out=u)
+        # u[t, k] is only written for k <= t: contracting the steps 0..t of term t does
+        # half the work of the full square.
+        for t in terms:
+            rows = u[t - first, : t + 1].reshape((t + 1) * B, H)
+            np.matmul(rows.T, inputs[: t + 1].reshape((t + 1) * B, width), out=joint[t])
+            np.matmul(rows, p["V"], out=dx[t, : t + 1].reshape((t + 1) * B, D))
+    grads = _head_grads(fp.g, fp.states[1:])
+    grads.update(_split_immediate(joint, H))
+    grads.update({"h0": h0, "xs": dx})
+    return fp.losses, grads
 
 
 def chains_grads(
@@ -406,7 +457,7 @@ def chains_grads(
     p, x, states = fp.params, fp.xs, fp.states
     T = x.shape[0]
     jac = _jacobians(p, x, states, fp.slope)
-    grads = _head_grads(fp.g, states[1:], per_term=True)
+    grads = _head_grads(fp.g, states[1:])
     for name in ("V", "W", "b_h", "h0"):
         grads[name] = np.zeros((T, *p[name].shape), dtype=x.dtype)
     grads["xs"] = np.zeros((T, *x.shape), dtype=x.dtype)
@@ -467,7 +518,7 @@ def literal_grads(
     T = x.shape[0]
     jac = _jacobians(p, x, states, fp.slope)
     J = jac.recurrent()
-    grads = _head_grads(fp.g, states[1:], per_term=True)
+    grads = _head_grads(fp.g, states[1:])
     for name in ("V", "W", "b_h", "h0"):
         grads[name] = np.zeros((T, *p[name].shape), dtype=x.dtype)
     grads["xs"] = np.zeros((T, *x.shape), dtype=x.dtype)
@@ -514,7 +565,8 @@ def lag_contributions(
     """
     fp = _forward(params, xs, targets, hidden, output, loss)
     T = fp.xs.shape[0]
-    u, _ = _chain_cotangents(fp.top, fp.slope, fp.params["W"], per_term=True)
+    u = np.zeros_like(fp.top, shape=(T, *fp.top.shape))
+    _term_chains(fp.top, fp.slope, fp.params["W"], range(T), out=u)
     inputs = {"W": fp.states[:-1], "V": fp.xs}
     out = {name: np.zeros((T, T), dtype=fp.xs.dtype) for name in _IMMEDIATE}
     for k in range(T):

@@ -209,6 +209,35 @@ def test_per_term_gradients_match_complex_step(form: PerTerm, config: Config) ->
         _assert_close(grad.sum(axis=0), full[key], 1e-11, key)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("terms_per_block", [1, 2, 3])
+def test_vectorized_in_blocks_of_loss_terms(
+    monkeypatch: pytest.MonkeyPatch, terms_per_block: int, dtype: Any
+) -> None:
+    # Large problems run their chains a block of terms at a time (T = 5: blocks of 2 end
+    # with a block of one, blocks of 3 with one of two).
+    case = _case(CONFIGS[1], dtype=dtype, seed=3, T=5)
+    T, B, _ = case.xs.shape
+    H = case.params["W"].shape[0]
+    monkeypatch.setattr(
+        note_form, "_TERM_BLOCK_BYTES", terms_per_block * T * B * H * np.dtype(dtype).itemsize
+    )
+    blocks: list[range] = []
+
+    run_block = note_form._term_chains
+
+    def term_chains(top: Array, slope: Array, W: Array, terms: range, out: Array) -> Array:
+        blocks.append(terms)
+        return run_block(top, slope, W, terms, out)
+
+    monkeypatch.setattr(note_form, "_term_chains", term_chains)
+    losses, grads = bptt_ref.vectorized_grads(case.params, case.xs, case.targets, **case.config)
+    _check_per_term(case, losses, grads, rtol=1e-9 if dtype == np.float64 else 2e-5)
+    # Each term's chain runs once, in a block of the given size (the last one shorter).
+    starts = range(0, T, terms_per_block)
+    assert blocks == [range(t, min(t + terms_per_block, T)) for t in starts]
+
+
 @pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
 def test_per_term_gradients_in_float32_with_the_default_configuration(form: PerTerm) -> None:
     case = _case(DEFAULT, dtype=np.float32, seed=2)
@@ -377,6 +406,17 @@ def test_lag_contributions_keep_float32() -> None:
 # float32 chains: carried in float64, stored in float32 with subnormals flushed to zero.
 
 
+def _chains(
+    per_term: bool, top: np.ndarray, slope: np.ndarray, W: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(u, h0) of every loss term on its own (T, T, B, H) or summed (T, B, H)."""
+    if not per_term:
+        return note_form._chain_cotangents(top, slope, W)
+    T = top.shape[0]
+    u = np.zeros((T, T, *top.shape[1:]), top.dtype)
+    return u, note_form._term_chains(top, slope, W, range(T), out=u)
+
+
 @pytest.mark.parametrize("per_term", [True, False])
 def test_float32_chains_flush_subnormals(per_term: bool) -> None:
     # A contracting chain falls below float32's smallest normal number within about a
@@ -387,16 +427,10 @@ def test_float32_chains_flush_subnormals(per_term: bool) -> None:
     if not per_term:
         # The sum of all chains is renewed at every step; one loss term's chain decays.
         top[:-1] = 0
-    starts = np.zeros(case.xs.shape[0], dtype=np.intp)
     W, slope = fp.params["W"], fp.slope
-    u, h0 = note_form._chain_cotangents(top, slope, W, starts, per_term=per_term)
-    u64, h0_64 = note_form._chain_cotangents(
-        top.astype(np.float64),
-        slope.astype(np.float64),
-        W.astype(np.float64),
-        starts,
-        per_term=per_term,
-    )
+    u, h0 = _chains(per_term, top, slope, W)
+    wide = (a.astype(np.float64) for a in (top, slope, W))
+    u64, h0_64 = _chains(per_term, *wide)
     floor = np.finfo(np.float32).tiny / np.finfo(np.float32).eps
     assert u.dtype == h0.dtype == np.float32
     assert ((u64 != 0) & (np.abs(u64) < floor)).any(), "nothing to flush: make the case longer"
@@ -416,9 +450,7 @@ def test_flush_keeps_the_floor_and_flushes_the_summed_chain(dtype: type[np.float
     floor = float(np.finfo(dtype).tiny / np.finfo(dtype).eps)
     top = np.array([1.5 * floor, -floor], dtype=dtype).reshape(2, 1, 1)
     ones = np.ones((2, 1, 1), dtype=dtype)
-    u, h0 = note_form._chain_cotangents(
-        top, ones, ones[0], np.zeros(2, dtype=np.intp), per_term=False
-    )
+    u, h0 = note_form._chain_cotangents(top, ones, ones[0])
     assert u.dtype == dtype
     assert u[1, 0, 0] == dtype(-floor)
     assert u[0, 0, 0] == 0
@@ -513,20 +545,6 @@ def test_chunked_tbptt_matches_held_state_complex_step(
     got = bptt_ref.tbptt_loss_and_grad(case.params, case.xs, case.targets, k1=k1, k2=k2)
     _check_truncated(case, got, starts)
     assert np.array_equal(chunk_starts(T, k1, k2), starts)
-
-
-@pytest.mark.parametrize("starts", [[0, 1, 1, 3, 3], [0, 0, 2, 2, 4]])
-def test_per_term_chains_stop_at_their_window(starts: list[int]) -> None:
-    # The chain engine per term under truncation: chain t runs back to step starts[t]
-    # only, and only the terms whose chain reaches step 0 give h0 a gradient.
-    case = _case(CONFIGS[1], seed=14)
-    fp = note_form._forward(case.params, case.xs, case.targets, **case.config)
-    window = np.array(starts, dtype=np.intp)
-    u, h0 = note_form._chain_cotangents(fp.top, fp.slope, fp.params["W"], window, per_term=True)
-    grads = note_form._assemble(fp.params, fp.xs, fp.states, fp.g, u, h0)
-    _, expected = _truncated_oracle(case, starts)
-    for key, grad in grads.items():
-        _assert_close(grad, expected[key], 1e-9, key)
 
 
 def test_starts_of_windows_and_chunks() -> None:

@@ -271,11 +271,18 @@ def test_import_does_not_pull_in_jax_or_matplotlib() -> None:
 
 def _dropped_oldest_term(case: Case) -> dict[str, Any]:
     """Per-term gradients whose chains stop one step early: the k = 0 summand is lost."""
+    _, grads = bptt_ref.vectorized_grads(case.params, case.xs, case.targets, **case.config)
     fp = note_form._forward(case.params, case.xs, case.targets, **case.config)
     T = case.dims["T"]
-    starts = np.minimum(np.arange(T), 1)
-    u, h0 = note_form._chain_cotangents(fp.top, fp.slope, fp.params["W"], starts, per_term=True)
-    return note_form._assemble(fp.params, fp.xs, fp.states, fp.g, u, h0)
+    u = np.zeros((T, T, *fp.top.shape[1:]), fp.top.dtype)
+    note_form._term_chains(fp.top, fp.slope, fp.params["W"], range(T), out=u)
+    u0 = u[:, 0]  # ∂L_t/∂a_0, (T, B, H)
+    grads["W"] = grads["W"] - np.einsum("tbi,bj->tij", u0, fp.states[0])
+    grads["V"] = grads["V"] - np.einsum("tbi,bj->tij", u0, fp.xs[0])
+    grads["b_h"] = grads["b_h"] - u0.sum(axis=1)
+    grads["xs"][:, 0] = 0
+    grads["h0"] = np.zeros_like(grads["h0"])
+    return grads
 
 
 def _misattributed_terms(case: Case) -> dict[str, Any]:
