@@ -174,6 +174,8 @@ def time_interleaved(
 ) -> dict[tuple[str, str], Timing]:
     """Median-ready samples of every (row, mode), all rows interleaved in each repeat."""
     timings = {key: Timing() for key in benches}
+    if not benches:  # a size where no selected row runs
+        return timings
     for key, fn in benches.items():
         progress(f"{key[0]} {key[1]}: warm-up")
         with limits[key[0]]():
@@ -184,7 +186,7 @@ def time_interleaved(
             once = time.perf_counter() - start
         timings[key].number = max(1, math.ceil(settings.min_sample / max(once, 1e-9)))
     keys = list(benches)
-    for r in range(settings.repeats if keys else 0):
+    for r in range(settings.repeats):
         progress(f"repeat {r + 1}/{settings.repeats}")
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
             fn, number = benches[key], timings[key].number

@@ -224,7 +224,7 @@ def _assemble(
     return {
         "U": rows_g.T @ states[1:].reshape(T * B, H),
         "b_y": rows_g.sum(axis=0),
-        **_split_immediate(rows.T @ inputs.reshape(T * B, H + D + 1), H),
+        **_split_immediate(rows.T @ inputs.reshape(T * B, inputs.shape[-1]), H),
         "h0": h0_ct,
         "xs": (rows @ p["V"]).reshape(T, B, D),
     }
@@ -415,7 +415,7 @@ def vectorized_grads(
     T, B, H = fp.top.shape
     D = x.shape[2]
     inputs = _immediate_inputs(fp.states, x)
-    width = H + D + 1
+    width = inputs.shape[-1]
     joint = np.empty_like(x, shape=(T, H, width))
     dx = np.zeros_like(x, shape=(T, T, B, D))
     h0 = np.empty_like(fp.top)
