@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 import bptt_ref
 from bptt_ref import _rnn
-from bptt_ref.strategies import Case, make_case
+from bptt_ref.cases import Case, make_case
 
 Gradients = Mapping[str, Any]
 

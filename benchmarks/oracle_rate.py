@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 
 import bptt_ref
 from bptt_ref import jax_reference
-from bptt_ref.strategies import Case, cases, make_case
+from bptt_ref.cases import Case, make_case
+from bptt_ref.strategies import cases
 
 
 def main(examples: int) -> None:

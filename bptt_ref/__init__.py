@@ -2,7 +2,7 @@
 
 The public namespace depends on NumPy only. The JAX oracle lives in
 :mod:`bptt_ref.jax_reference` (extra ``bptt-ref[jax]``), the Hypothesis strategies in
-:mod:`bptt_ref.strategies` (extra ``bptt-ref[test]``); neither is imported here.
+:mod:`bptt_ref.strategies` (extra ``bptt-ref[hypothesis]``); neither is imported here.
 """
 
 from bptt_ref._activations import HIDDEN as _HIDDEN

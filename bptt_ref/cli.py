@@ -19,8 +19,8 @@ import numpy as np
 
 import bptt_ref
 from bptt_ref import check
+from bptt_ref.cases import REGIMES, Case, make_case
 from bptt_ref.compare import DIRECTIONAL_TOLERANCES, directional_error
-from bptt_ref.strategies import REGIMES, Case, make_case
 
 SHAPES: dict[str, tuple[dict[str, int], ...]] = {
     "quick": ({"T": 5, "B": 3, "D": 4, "H": 6, "O": 3},),

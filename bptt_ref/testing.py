@@ -48,7 +48,7 @@ from bptt_ref._validate import GRAD_NAMES, PARAM_NAMES, check_names
 from bptt_ref.compare import KeyComparison, tolerance_for
 
 if TYPE_CHECKING:
-    from bptt_ref.strategies import Case
+    from bptt_ref.cases import Case
 
 __all__ = [
     "CheckFailed",

@@ -8,8 +8,8 @@ import numpy as np
 import bptt_ref
 from bptt_ref import jax_reference as jr
 from bptt_ref._losses import VALID_HEADS
+from bptt_ref.cases import INPUT_STYLES, REGIMES, make_case
 from bptt_ref.compare import compare_gradients
-from bptt_ref.strategies import INPUT_STYLES, REGIMES, make_case
 
 rng = np.random.default_rng(123)
 worst = {}

@@ -21,7 +21,7 @@ import numpy as np
 
 import bptt_ref
 from bptt_ref import compare, jax_reference
-from bptt_ref.strategies import INPUT_STYLES, REGIMES, make_case
+from bptt_ref.cases import INPUT_STYLES, REGIMES, make_case
 
 
 def measure(cases: int, seed: int) -> list[dict[str, object]]:

@@ -13,9 +13,10 @@ import numpy as np
 from hypothesis import strategies as st
 
 import bptt_ref
+from bptt_ref.cases import Case
 from bptt_ref.compare import DIRECTIONAL_TOLERANCES, directional_error, tolerance_for
 from bptt_ref.finite_difference import directional_estimate, random_direction
-from bptt_ref.strategies import Case, cases
+from bptt_ref.strategies import cases
 
 LossAndGrad = Callable[..., tuple[float, dict[str, Any]]]
 

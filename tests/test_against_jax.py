@@ -5,7 +5,8 @@ from __future__ import annotations
 from checks import check_against_oracle
 from hypothesis import given, settings
 
-from bptt_ref.strategies import Case, cases
+from bptt_ref.cases import Case
+from bptt_ref.strategies import cases
 
 
 @given(cases())

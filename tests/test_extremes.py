@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bptt_ref
-from bptt_ref.strategies import Case, cases, make_case
+from bptt_ref.cases import Case, make_case
+from bptt_ref.strategies import cases
 
 # Squared error on a saturated softmax is ill-conditioned for every implementation
-# (see bptt_ref.strategies.INPUT_STYLES); every other head is computed from the logits.
+# (see bptt_ref.cases.INPUT_STYLES); every other head is computed from the logits.
 WELL_CONDITIONED_AT_1E4 = [h for h in bptt_ref.VALID_HEADS if h != ("softmax", "mse")]
 
 

@@ -8,7 +8,7 @@ from checks import central_difference_cases, check_directional, complex_step_cas
 from hypothesis import given
 
 from bptt_ref import finite_difference
-from bptt_ref.strategies import Case, make_case
+from bptt_ref.cases import Case, make_case
 
 
 @given(complex_step_cases)

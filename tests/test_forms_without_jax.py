@@ -37,7 +37,7 @@ import bptt_ref
 from bptt_ref import note_form
 from bptt_ref._activations import HIDDEN, OUTPUT
 from bptt_ref._losses import loss_sum
-from bptt_ref.strategies import Case, make_case
+from bptt_ref.cases import Case, make_case
 from bptt_ref.truncation import chunk_starts, window_starts
 
 Array = NDArray[Any]

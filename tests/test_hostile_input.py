@@ -33,8 +33,9 @@ from planted import batched
 
 import bptt_ref
 from bptt_ref import GRAD_NAMES, finite_difference, jax_reference
+from bptt_ref.cases import Config
 from bptt_ref.cli import main
-from bptt_ref.strategies import Config, cases, configurations
+from bptt_ref.strategies import cases, configurations
 from bptt_ref.testing import CheckResult, ProtocolError, check_gradients
 
 ARRAYS = (*bptt_ref.PARAM_NAMES, "xs", "targets")

@@ -18,7 +18,7 @@ from hypothesis.errors import NoSuchExample
 
 import bptt_ref
 from bptt_ref import _rnn, cli
-from bptt_ref.strategies import Case
+from bptt_ref.cases import Case
 
 # name: (line as written in _rnn.py, the planted replacement)
 BUGS: dict[str, tuple[str, str]] = {

@@ -15,8 +15,9 @@ from jax import lax
 
 import bptt_ref
 from bptt_ref import jax_reference, note_form
+from bptt_ref.cases import Case
 from bptt_ref.compare import Reference, compare_gradients
-from bptt_ref.strategies import Case, cases
+from bptt_ref.strategies import cases
 
 PerTerm = Callable[..., tuple[Any, dict[str, Any]]]
 FORMS: dict[str, PerTerm] = {

@@ -11,7 +11,7 @@ import bptt_ref
 
 def test_import_does_not_pull_in_optional_dependencies() -> None:
     code = (
-        "import sys, bptt_ref, bptt_ref.compare, bptt_ref.finite_difference\n"
+        "import sys, bptt_ref, bptt_ref.cases, bptt_ref.compare, bptt_ref.finite_difference\n"
         "optional = ('jax', 'jaxlib', 'hypothesis', 'rich', 'matplotlib')\n"
         "heavy = [m for m in optional if m in sys.modules]\n"
         "print(heavy)\n"

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 import bptt_ref
 from bptt_ref import jax_reference
+from bptt_ref.cases import Case
 from bptt_ref.compare import Reference
-from bptt_ref.strategies import Case, cases
+from bptt_ref.strategies import cases
 from bptt_ref.truncation import chunk_starts, window_starts
 
 

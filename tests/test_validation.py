@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bptt_ref
-from bptt_ref.strategies import Case, cases, make_case
+from bptt_ref.cases import Case, make_case
+from bptt_ref.strategies import cases
 
 
 def small_case(**overrides: Any) -> Case:

@@ -1,0 +1,147 @@
+"""RNN gradient test cases built by NumPy from a few labels (NumPy only).
+
+A :class:`Case` is the arrays of one problem plus the labels that made them: shape,
+configuration, dtype, weight regime, input style and an RNG seed. :func:`make_case`
+builds the arrays deterministically from the labels, so a case is reproduced from its
+``repr``. The Hypothesis strategies that draw these labels are in
+:mod:`bptt_ref.strategies` (extra ``bptt-ref[hypothesis]``); this module needs NumPy
+alone, so the benchmarks and the ``bptt-ref`` command's fixed sweeps can build cases
+without Hypothesis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bptt_ref._activations import softmax
+from bptt_ref._rnn import random_params
+
+__all__ = ["INPUT_STYLES", "REGIMES", "Case", "Config", "make_case"]
+
+REGIMES: dict[str, float] = {"contracting": 0.5, "near_critical": 1.0, "expanding": 1.5}
+"""Weight regimes: the spectral radius of ``W`` each one sets."""
+
+INPUT_STYLES: tuple[str, ...] = ("normal", "zeros", "large", "kink")
+"""How inputs are drawn: standard normal; with exact zeros in ``xs``, ``h0`` and the
+targets; ``xs`` scaled by 30; or with some hidden units held exactly at the kink
+``a = 0`` (their rows of ``V``, ``W`` and ``b_h`` zeroed).
+
+``bptt_ref.strategies.cases`` never pairs "large" with softmax + mse: squared error on a
+saturated softmax (logits in the hundreds) computes a vanishing gradient as the
+difference of O(1) terms, so every float implementation, the oracle's autodiff
+included, keeps only eps·|logits|/|gradient| of relative precision there, and no two
+agree."""
+
+
+class Config(TypedDict):
+    """The names that configure the model, as keyword arguments of ``loss_and_grad``."""
+
+    hidden: str
+    output: str
+    loss: str
+
+
+@dataclass(frozen=True)
+class Case:
+    """One drawn test case: arrays plus the configuration that goes with them.
+
+    ``params`` holds ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
+    ``h0`` (B, H); ``xs`` is (T, B, D) and ``targets`` (T, B, O), all of ``dtype``.
+    """
+
+    params: dict[str, NDArray[np.floating]]
+    xs: NDArray[np.floating]
+    targets: NDArray[np.floating]
+    hidden: str
+    output: str
+    loss: str
+    regime: str
+    style: str
+    seed: int
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """``{"T", "B", "D", "H", "O"}`` sizes of this case."""
+        T, B, D = self.xs.shape
+        return {"T": T, "B": B, "D": D, "H": self.params["W"].shape[0], "O": self.targets.shape[-1]}
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The one dtype shared by every array."""
+        return self.xs.dtype
+
+    @property
+    def config(self) -> Config:
+        """``hidden``, ``output`` and ``loss`` as keyword arguments."""
+        return {"hidden": self.hidden, "output": self.output, "loss": self.loss}
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints falsifying examples with this hook; the arrays would drown
+        # the labels that reproduce them.
+        printer.text(repr(self))
+
+    def __repr__(self) -> str:
+        dims = " ".join(f"{k}={v}" for k, v in self.dims.items())
+        return (
+            f"Case({dims} dtype={self.dtype} hidden={self.hidden} output={self.output} "
+            f"loss={self.loss} regime={self.regime} style={self.style} seed={self.seed})"
+        )
+
+
+def _targets(
+    rng: np.random.Generator, loss: str, shape: tuple[int, ...], style: str
+) -> NDArray[Any]:
+    if loss == "cross_entropy":
+        if style == "zeros":  # one-hot rows: the exact zeros live in the targets
+            return np.eye(shape[-1])[rng.integers(0, shape[-1], size=shape[:-1])]
+        return softmax(rng.standard_normal(shape))
+    if loss == "binary_cross_entropy":
+        return (
+            rng.integers(0, 2, size=shape).astype(float) if style == "zeros" else rng.random(shape)
+        )
+    return rng.standard_normal(shape)
+
+
+def make_case(
+    *,
+    dims: dict[str, int],
+    hidden: str,
+    output: str,
+    loss: str,
+    dtype: Any,
+    regime: str,
+    style: str,
+    seed: int,
+    large_scale: float = 30.0,
+) -> Case:
+    """Build the arrays of a :class:`Case` deterministically from its labels and seed."""
+    rng = np.random.default_rng(seed)
+    T, B, D, H, O = (dims[d] for d in "TBDHO")
+    params = random_params(
+        rng,
+        batch_size=B,
+        input_size=D,
+        hidden_size=H,
+        output_size=O,
+        spectral_radius=REGIMES[regime],
+    )
+    xs = rng.standard_normal((T, B, D))
+    if style == "zeros":
+        xs[rng.random(xs.shape) < 0.5] = 0.0
+        params["h0"][rng.random((B, H)) < 0.5] = 0.0
+    elif style == "large":
+        xs *= large_scale
+    elif style == "kink":
+        at_kink = rng.random(H) < 0.5
+        for name in ("V", "W", "b_h"):
+            params[name][at_kink] = 0.0
+        params["h0"][:, at_kink] = 0.0
+    targets = _targets(rng, loss, (T, B, O), style)
+    cast = {k: v.astype(dtype) for k, v in params.items()}
+    return Case(
+        cast, xs.astype(dtype), targets.astype(dtype), hidden, output, loss, regime, style, seed
+    )
