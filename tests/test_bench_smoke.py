@@ -1,35 +1,48 @@
-"""The benchmark harness runs end to end, so that it cannot rot; no time is asserted."""
+"""The benchmark harness runs end to end in what ``nox -s bench`` installs; no time is asserted.
+
+The smoke run goes through :func:`session_env.run_with_only`: a subprocess in which only
+the distributions the bench session installs can be imported, so a benchmark import of
+something only the tests session has (Hypothesis, pytest) fails here as it does for a
+user. A separate process also keeps the harness's jax x64 and BLAS limits out of the
+suite, and this suite's strict JAX promotion out of the harness.
+"""
 
 from __future__ import annotations
 
 import importlib
 import json
-import subprocess
-import sys
+import shutil
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
+from session_env import ROOT, distributions, run_with_only, session_requirements
 
-ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
 
 
-def test_smoke_run_checks_every_row_and_writes_its_outputs(tmp_path: Path) -> None:
-    # A separate process: the harness turns on jax x64 and limits BLAS threads, which must
-    # not leak into the suite, and this suite's strict JAX promotion must not leak into it.
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_bptt.py"),
-            "--smoke",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+@pytest.fixture(scope="module")
+def bench_session() -> set[str]:
+    """The distributions ``nox -s bench`` installs."""
+    return distributions(*session_requirements("bench"))
+
+
+@pytest.fixture
+def bench_bptt(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCH))
+    return importlib.import_module("bench_bptt")
+
+
+def test_smoke_run_in_the_bench_session_checks_every_row_and_writes_its_outputs(
+    tmp_path: Path, bench_session: set[str]
+) -> None:
+    run = run_with_only(bench_session, BENCH / "bench_bptt.py", "--smoke", "--out", str(tmp_path))
     assert run.returncode == 0, run.stderr
     assert "| reverse |" in run.stdout
+    # The smoke size is too small to judge a target, and must not read as a miss.
+    assert "not judged at smoke size" in run.stdout
+    assert "**no**" not in run.stdout
     result = json.loads((tmp_path / "bench.json").read_text())
     (group,) = result["groups"]
     for name, row in group["rows"].items():
@@ -40,9 +53,94 @@ def test_smoke_run_checks_every_row_and_writes_its_outputs(tmp_path: Path) -> No
         assert (tmp_path / png).stat().st_size > 0
 
 
-def test_a_size_where_no_selected_row_runs_times_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_bench_session_is_what_noxfile_installs(bench_session: set[str]) -> None:
+    assert session_requirements("bench") == ({"jax", "plot"}, ["bench"])
+    assert {"bptt-ref", "numpy", "jax", "jaxlib", "matplotlib", "rich", "threadpoolctl"} <= (
+        bench_session
+    )
+    assert not {"hypothesis", "pytest"} & bench_session
+
+
+def test_an_import_the_bench_session_lacks_fails_as_it_does_for_a_user(
+    tmp_path: Path, bench_session: set[str]
+) -> None:
+    # Test the tester: the harness as it was when `nox -s bench -- --smoke` failed for
+    # users (bench_rows importing the case model through the Hypothesis strategies) must
+    # fail here; the same copy with today's import is the control.
+    for name in ("bench_bptt.py", "bench_rows.py", "bench_plots.py"):
+        shutil.copy(BENCH / name, tmp_path / name)
+    rows = tmp_path / "bench_rows.py"
+    today = "from bptt_ref.cases import Case, make_case"
+    assert today in rows.read_text()
+    control = run_with_only(bench_session, tmp_path / "bench_bptt.py", "--help")
+    assert control.returncode == 0, control.stderr
+    assert "--out OUT" in control.stdout
+
+    old = "from bptt_ref.strategies import Case, make_case"
+    rows.write_text(rows.read_text().replace(today, old))
+    planted = run_with_only(bench_session, tmp_path / "bench_bptt.py", "--help")
+    assert planted.returncode == 1
+    assert "ModuleNotFoundError: No module named 'hypothesis'" in planted.stderr
+
+
+def test_modules_outside_the_session_look_absent_and_its_own_import(
+    tmp_path: Path, bench_session: set[str]
+) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import importlib.util\n"
+        "import jax, matplotlib, numpy, rich, threadpoolctl, bptt_ref.cases\n"
+        "assert importlib.util.find_spec('hypothesis') is None\n"
+        "import hypothesis\n"
+    )
+    run = run_with_only(bench_session, probe)
+    assert run.returncode == 1
+    assert run.stderr.strip().endswith("ModuleNotFoundError: No module named 'hypothesis'")
+
+
+def test_help_names_the_default_output_folders(
+    bench_bptt: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        bench_bptt.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "output folder (default: benchmarks/results, with --smoke bench-results)" in text
+    assert "see below" not in text
+
+
+def _result(bench_bptt: Any, smoke: bool, medians: dict[str, float]) -> dict[str, Any]:
+    size = bench_bptt.SIZES[0]
+    rows = {name: {"time_fwd_bwd": {"median_s": t}} for name, t in medians.items()}
+    group = {
+        "size": size._asdict(),
+        "dtype": "float64",
+        "sections": ["sizes"],
+        "rows": rows,
+        "peakmem_reverse": {"per_TBH": 3.0},
+    }
+    return {"smoke": smoke, "groups": [group]}
+
+
+def test_targets_are_judged_at_full_sizes_and_not_at_the_smoke_size(bench_bptt: Any) -> None:
+    # At the smallest full size: reverse 2× the floor (limit 1.4: missed), 0.5× jax_grad
+    # (limit 1.5: met), no vectorized row (not run), peak memory 3 (limit 4: met).
+    medians = {"reverse": 2.0, "blas_floor": 1.0, "jax_grad": 4.0}
+    verdicts = {
+        t["target"].split(" at ")[0]: t["verdict"]
+        for t in bench_bptt.check_targets(_result(bench_bptt, False, medians))
+    }
+    assert verdicts == {
+        "reverse ≤ 1.4× blas_floor": "no",
+        "reverse ≤ 1.5× jax_grad": "yes",
+        "vectorized ≤ 1.0× jax_jacrev": "not run",
+        "peakmem_reverse ≤ 4.0·T·B·H·itemsize": "yes",
+    }
+    smoke = bench_bptt.check_targets(_result(bench_bptt, True, medians))
+    assert {t["verdict"] for t in smoke} == {"not judged at smoke size"}
+    assert {t["met"] for t in smoke} == {None}
+
+
+def test_a_size_where_no_selected_row_runs_times_nothing(bench_bptt: Any) -> None:
     # --rows vectorized runs at the two smaller sizes only; the larger ones time no row.
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    bench_bptt = importlib.import_module("bench_bptt")
     settings = bench_bptt.Settings(repeats=3, warmup=1, min_sample=0.0)
     assert bench_bptt.time_interleaved({}, {}, settings, print) == {}
