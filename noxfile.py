@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tarfile
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -58,3 +62,69 @@ def mutation(session: nox.Session) -> None:
     env = {"OPENBLAS_NUM_THREADS": "1"}
     session.run("mutmut", "run", *session.posargs, env=env, success_codes=[0, 1])
     session.run("mutmut", "results", env=env)
+
+
+@nox.session(default=False)
+def build(session: nox.Session) -> None:
+    """Build the sdist and wheel into dist/ and try them as a user and a packager would.
+
+    twine checks the metadata (and that the README renders on the package index). The
+    wheel goes into a fresh virtual environment with the ``cli`` extra, where
+    ``bptt-ref --version`` and a short ``bptt-ref check`` of a correct gradient
+    (tests/planted/batched.py) run. Then, with the test tools added there, pytest
+    collects the sdist's whole suite and runs its tests that read files beyond the
+    package (noxfile.py, pyproject.toml, benchmarks/) against the installed wheel.
+    """
+    session.install("build", "twine")
+    dist = Path("dist").resolve()
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    (sdist,) = dist.glob("*.tar.gz")
+    (wheel,) = dist.glob("*.whl")
+    session.run("twine", "check", "--strict", str(sdist), str(wheel))
+
+    tmp = Path(session.create_tmp()).resolve()
+    clean = tmp / "clean-venv"
+    shutil.rmtree(clean, ignore_errors=True)
+    session.run("python", "-m", "venv", str(clean))
+    python = str(clean / "bin" / "python")
+    session.run(python, "-m", "pip", "install", f"{wheel}[cli]", external=True)
+    version = session.run(str(clean / "bin" / "bptt-ref"), "--version", silent=True, external=True)
+    if str(version).split() != ["bptt-ref", wheel.name.split("-")[1]]:
+        session.error(f"bptt-ref --version printed {version!r} for {wheel.name}")
+
+    unpacked = tmp / "sdist"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    with tarfile.open(sdist) as archive:
+        archive.extractall(unpacked, filter="data")
+    (root,) = unpacked.iterdir()
+    # Run from outside the unpacked tree, so the installed wheel is what is imported.
+    session.chdir(tmp)
+    session.run(
+        str(clean / "bin" / "bptt-ref"),
+        "check",
+        f"{root / 'tests' / 'planted' / 'batched.py'}:grad",
+        "--examples",
+        "20",
+        external=True,
+    )
+    session.run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        f"{wheel}[cli,plot]",
+        *nox.project.dependency_groups(PYPROJECT, "test"),
+        external=True,
+    )
+    session.chdir(root)
+    pytest = str(clean / "bin" / "pytest")
+    session.run(pytest, "--collect-only", "-q", external=True)
+    session.run(
+        pytest,
+        "tests/test_bench_smoke.py",
+        "tests/test_packaging.py",
+        "-p",
+        "no:cacheprovider",
+        external=True,
+    )
