@@ -73,7 +73,8 @@ def build(session: nox.Session) -> None:
     ``bptt-ref --version`` and a short ``bptt-ref check`` of a correct gradient
     (tests/planted/batched.py) run. Then, with the test tools added there, pytest
     collects the sdist's whole suite and runs its tests that read files beyond the
-    package (noxfile.py, pyproject.toml, benchmarks/) against the installed wheel.
+    package (noxfile.py, pyproject.toml, benchmarks/, README.md, .ci/run) against the
+    installed wheel.
     """
     session.install("build", "twine")
     dist = Path("dist").resolve()
@@ -124,6 +125,7 @@ def build(session: nox.Session) -> None:
         pytest,
         "tests/test_bench_smoke.py",
         "tests/test_packaging.py",
+        "tests/test_readme_commands.py",
         "-p",
         "no:cacheprovider",
         external=True,
