@@ -1,10 +1,14 @@
-"""The runtime package stands on NumPy alone and exposes one explicit namespace."""
+"""The runtime package stands on NumPy alone, exposes one explicit namespace, and each extra
+installs what its modules need."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import types
+from pathlib import Path
+
+from session_env import ROOT, distributions, run_with_only
 
 import bptt_ref
 
@@ -51,3 +55,24 @@ def test_public_names() -> None:
         ("softmax", "cross_entropy"),
         ("sigmoid", "binary_cross_entropy"),
     }
+
+
+def test_the_testing_extra_installs_what_assert_bptt_gradients_needs(tmp_path: Path) -> None:
+    # A user's test module, run where only bptt-ref[testing] is installed; the same module
+    # where only bptt-ref[cli] is (no pytest) is the control that the check can fail.
+    user_test = tmp_path / "test_my_rnn.py"
+    user_test.write_text(
+        "import sys\n"
+        "import pytest\n"
+        "from bptt_ref.testing import assert_bptt_gradients\n"
+        f"sys.path.insert(0, {str(ROOT / 'tests' / 'planted')!r})\n"
+        "from batched import grad\n"
+        "assert_bptt_gradients(grad, max_examples=5, save_dir=sys.argv[1])\n"
+        "print('agree')\n"
+    )
+    testing = run_with_only(distributions({"testing"}, []), user_test, str(tmp_path))
+    assert testing.returncode == 0, testing.stderr
+    assert testing.stdout.strip() == "agree"
+    cli = run_with_only(distributions({"cli"}, []), user_test, str(tmp_path))
+    assert cli.returncode == 1
+    assert "ModuleNotFoundError: No module named 'pytest'" in cli.stderr
