@@ -18,8 +18,10 @@ class Trace(NamedTuple):
     """Everything the forward pass computes, time-major.
 
     Attributes:
-        a: pre-activations ``a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h``, shape (T, B, H).
-        h: hidden states ``h_t = f_h(a_t)``, shape (T, B, H) (``h0`` not included).
+        a: pre-activations ``a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h``, shape (T, B, H), where
+            h_{t-1} is the state step t starts from (``h0`` for t = 0).
+        h: hidden states ``h_t = f_h(a_t)``, shape (T, B, H): ``h[t]`` is the state step
+            t computes, so ``h[0]`` is h_0 = f_h(a_0) and the initial ``h0`` is not included.
         z: logits ``z_t = h_t Uᵀ + b_y``, shape (T, B, O).
         y_hat: outputs ``ŷ_t = f_y(z_t)``, shape (T, B, O).
     """
@@ -130,6 +132,10 @@ def forward(
         a_t = x_t V^\top + h_{t-1} W^\top + b_h,\quad h_t = f_h(a_t),\quad
         z_t = h_t U^\top + b_y,\quad \hat y_t = f_y(z_t),\qquad t = 0 \dots T-1
 
+    where :math:`h_{t-1}` is the state step t starts from: the parameter ``h0`` for
+    t = 0, then the state the step before computed. (``h0`` is never called
+    :math:`h_0`: that is :math:`f_h(a_0)`, the state step 0 computes.)
+
     Args:
         params: mapping with ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,),
             ``b_y`` (O,) and ``h0`` (B, H).
@@ -180,12 +186,13 @@ def loss_and_grad(
 
         \partial L/\partial b_y = \sum_{t,b} g_{t,b},\quad
         \partial L/\partial b_h = \sum_{t,b} \delta_{t,b},\quad
-        \partial L/\partial h_0 = \delta_0 W,\quad
+        \partial L/\partial \mathrm{h0} = \delta_0 W,\quad
         \partial L/\partial x_t = \delta_t V.
 
     Here :math:`g_t` (T, B, O) and :math:`\delta_t` (T, B, H) are row-stacked over the
-    batch. The loop over t holds only the recurrence for :math:`\delta_t`; every sum over
-    t is one matrix product over all T·B rows.
+    batch, and :math:`h_{t-1}` is ``h0`` (B, H) for t = 0. The loop over t holds only the
+    recurrence for :math:`\delta_t`; every sum over t is one matrix product over all T·B
+    rows.
 
     Args:
         params: mapping with ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,),

@@ -137,6 +137,7 @@ def check_inputs(
             origin = ", ".join(sorted({f"{d} from {source[d]}" for d in _SHAPES[name]}))
             raise ValueError(
                 f"{name} has shape {arr.shape}; expected ({names}) = {expected} ({origin})"
+                f"{_batch_major_note(arrays) if name in ('h0', 'xs', 'targets') else ''}"
             )
     for name, arr in arrays.items():
         _check_finite(name, arr)
@@ -145,6 +146,35 @@ def check_inputs(
     xs_arr = arrays.pop("xs")
     targets_arr = arrays.pop("targets", None)
     return arrays, xs_arr, targets_arr
+
+
+def _batch_major_note(arrays: Mapping[str, NDArray[np.floating]]) -> str:
+    """A note that xs (and targets) may be batch-major, when the shapes say so, else ``""``.
+
+    Batch-major xs (B, T, D) is read as T = B and B = T, and the first array to disagree
+    is then h0 (B, H). xs looks batch-major when swapping its first two dims makes h0 fit
+    and the targets, if given, fit that swap too. Targets that fit xs as it is may be
+    batch-major as well, or h0 may be plainly wrong: the shapes cannot tell, so the note
+    says "if".
+    """
+    xs, h0 = arrays["xs"], arrays["h0"]
+    first, second = xs.shape[:2]
+    if first == second or h0.shape[0] != first:
+        return ""
+    targets = arrays.get("targets")
+    if targets is None or targets.shape[:2] == (second, first):
+        D = xs.shape[2]
+        return (
+            f"; xs looks batch-major, (B, T, D) = {xs.shape} with B = {first} as in h0: "
+            f"bptt_ref takes time-major xs (T, B, D) = ({second}, {first}, {D}), "
+            "e.g. xs.transpose(1, 0, 2)"
+        )
+    if targets.shape[:2] == (first, second):
+        return (
+            f"; if xs and targets are batch-major, (B, T, ...) with B = {first} as in h0, "
+            "pass them time-major (T, B, ...): xs.transpose(1, 0, 2), targets.transpose(1, 0, 2)"
+        )
+    return ""
 
 
 def _check_target_domain(loss: str | None, targets: NDArray[np.floating]) -> None:

@@ -10,7 +10,7 @@ For one loss term :math:`L_t = \sum_b \mathrm{loss}(\hat y_{t,b}, y_{t,b})` the 
 
 with :math:`\partial h_k/\partial W` the *immediate* partial (``h_{k-1}`` held fixed). In the
 contract's batched row-vector notation (``a_k = x_k Vᵀ + h_{k-1} Wᵀ + b_h``, one row per
-batch element b, and ``h_{-1} = h0``):
+batch element b, and h_{k-1} the state step k starts from: ``h0`` for k = 0):
 
 - ``∂h_{k,b}/∂h_{k-1,b} = diag(f_h'(a_{k,b})) W``   (H, H) per row, zero across rows;
 - ``∂h_{k,b}/∂W[p, q] = e_p f_h'(a_{k,b})_p h_{k-1,b,q}``: an outer product, kept as the pair
@@ -69,7 +69,7 @@ class StepJacobians(NamedTuple):
 
     Attributes:
         slope: ``f_h'(a_k)``, shape (T, B, H).
-        h_prev: ``h_{k-1}`` (``h_{-1} = h0``), shape (T, B, H).
+        h_prev: ``h_{k-1}`` (``h0`` for k = 0), shape (T, B, H).
         xs: ``x_k``, shape (T, B, D).
         W: the recurrent weight, shape (H, H).
         V: the input weight, shape (H, D).
@@ -506,8 +506,8 @@ def literal_grads(
 
     for θ in W, V, b_h (dense immediate partials from :meth:`StepJacobians.immediate`),
     ``dL_t/dx_k = c_t (Π_{i=k+1..t} J_i) ∂h_k/∂x_k`` and
-    ``dL_t/dh0 = c_t Π_{i=0..t} J_i`` (the k = -1 product, which reaches
-    ``h_{-1} = h0``); U and b_y as in :func:`vectorized_grads`. Each product is an
+    ``dL_t/dh0 = c_t Π_{i=0..t} J_i`` (one factor more than the k = 0 product, reaching
+    back to ``h0``); U and b_y as in :func:`vectorized_grads`. Each product is an
     (H, H) matrix, built by one more right factor per step back: O(T²·B·H³) time.
     For small sizes only; it is the executable transcription of the note.
 

@@ -11,10 +11,12 @@ dtype (the ``dtype`` of the check). It returns the gradient of
     L = Σ_t Σ_b loss(ŷ_{t,b}, target_{t,b})     (a sum, not a mean)
 
 for the RNN ``a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h``, ``h_t = f_h(a_t)``, ``z_t = h_t Uᵀ + b_y``,
-``ŷ_t = f_y(z_t)``, for any non-empty subset of the keys ``U, V, W, b_h, b_y, h0, xs``,
-each array with the shape of what it differentiates against. The keys returned on the
-first case are the keys checked, and every later case must return the same keys.
-``f_h``, ``f_y`` and the loss are told to the checker, not to ``fn``.
+``ŷ_t = f_y(z_t)``, t = 0 … T-1, for any non-empty subset of the keys
+``U, V, W, b_h, b_y, h0, xs``, each array with the shape of what it differentiates
+against. h_{t-1} is the state step t starts from: ``h0`` for t = 0 (h_0 is the state step
+0 computes). The keys returned on the first case are the keys checked, and every later
+case must return the same keys. ``f_h``, ``f_y`` and the loss are told to the checker,
+not to ``fn``.
 
 Dtypes: with ``dtype=float64`` every returned array must be float64; with
 ``dtype=float32`` it may be float32 or float64, and is judged with the float32 bound
@@ -76,13 +78,20 @@ _SHAPE_NAMES = {
 _FORMULAS = {
     "U": "∂L/∂U = Σ_t g_tᵀ h_t",
     "V": "∂L/∂V = Σ_t δ_tᵀ x_t",
-    "W": "∂L/∂W = Σ_t δ_tᵀ h_{t-1} (the previous state: h_0 at t = 0)",
+    "W": (
+        "∂L/∂W = Σ_t δ_tᵀ h_{t-1}, with h_{t-1} the state step t starts from (h0 at t = 0), "
+        "not h_t = f_h(a_t), the state step t computes"
+    ),
     "b_h": "∂L/∂b_h = Σ_t Σ_b δ_{t,b}",
     "b_y": "∂L/∂b_y = Σ_t Σ_b g_{t,b}",
-    "h0": "∂L/∂h_0 = δ_0 W (with the factor W)",
+    "h0": "∂L/∂h0 = δ_0 W (with the factor W)",
     "xs": "∂L/∂x_t = δ_t V",
 }
-"""Each gradient in terms of g_t = ∂L/∂z_t (T, B, O) and δ_t = ∂L/∂a_t (T, B, H)."""
+"""Each gradient in terms of g_t = ∂L/∂z_t (T, B, O) and δ_t = ∂L/∂a_t (T, B, H), t = 0 … T-1.
+
+The state that step t reads is h_{t-1}; before the first step that is the parameter ``h0``,
+which is never called h_0 or h_{-1} here: h_0 = f_h(a_0) would read as the first computed state.
+"""
 _STYLE_MEANING = {
     "normal": "standard normal inputs",
     "zeros": "exact zeros in xs, h0 and the targets",
@@ -431,6 +440,61 @@ def _factor_hint(
     return f"{head}: a constant factor in the loss or in ∂L/∂z"
 
 
+def _clip_level(
+    actual: Mapping[str, NDArray[np.float64]],
+    expected: Mapping[str, NDArray[np.float64]],
+    wrong: list[str],
+    rtol: float,
+) -> tuple[float, int, str] | None:
+    """``(c, n, example)`` when the wrong keys look clipped to ±c, else ``None``.
+
+    Clipped means: each of the n wrong entries (off by more than ``rtol`` of its key's
+    largest reference entry) is ±c with the reference's sign, where the reference is
+    larger than c in magnitude; no returned entry of any key exceeds c; and c is a
+    threshold someone chose, of at most two significant digits. Without that last test a
+    single wrong entry that is merely too small (a mean for a sum) would look clipped.
+    ``example`` names one such entry with its two values.
+    """
+    pinned, off = [], []
+    for k in wrong:
+        a, e = actual[k], expected[k]
+        bad = np.abs(a - e) > rtol * np.max(np.abs(e), initial=0.0)
+        pinned.append(np.abs(a[bad]))
+        off.append((k, a, e, bad))
+    levels = np.concatenate(pinned)
+    if levels.size == 0 or not np.all(np.isfinite(levels)):
+        return None
+    c = float(levels.max())
+    largest = max(float(np.max(np.abs(a), initial=0.0)) for a in actual.values())
+    for _, a, e, bad in off:
+        held = np.abs(np.abs(a[bad]) - c) <= rtol * c
+        beyond = np.abs(e[bad]) > c * (1 + rtol)
+        if not (np.all(held) and np.all(beyond) and np.all(np.sign(a[bad]) == np.sign(e[bad]))):
+            return None
+    if c == 0.0 or largest > c * (1 + rtol) or not math.isclose(c, float(f"{c:.2g}"), rel_tol=rtol):
+        return None
+    k, a, e, bad = next(item for item in off if item[3].any())
+    i = tuple(int(j) for j in np.argwhere(bad)[0])
+    return c, int(levels.size), f"{k}{list(i)}: actual {a[i]:.6g}, expected {e[i]:.6g}"
+
+
+def _dW_with_h_t(case: Case) -> NDArray[np.float64]:
+    """Σ_t δ_tᵀ h_t (H, H): ∂L/∂W with each δ_t paired with the state its step computes.
+
+    Appending h_t to x_t as D extra inputs with zero weights leaves the RNN as it is, and
+    the gradient of those weights is Σ_t δ_tᵀ h_t.
+    """
+    from bptt_ref import forward, loss_and_grad
+
+    params = {k: v.astype(np.float64) for k, v in case.params.items()}
+    xs, targets = case.xs.astype(np.float64), case.targets.astype(np.float64)
+    h = forward(params, xs, hidden=case.hidden, output=case.output).h
+    H = params["W"].shape[0]
+    widened = {**params, "V": np.concatenate([params["V"], np.zeros((H, H))], axis=1)}
+    _, grads = loss_and_grad(widened, np.concatenate([xs, h], axis=-1), targets, **case.config)
+    return grads["V"][:, -H:].astype(np.float64, copy=False)
+
+
 def _hints(
     fn: GradFn,
     case: Case,
@@ -455,6 +519,31 @@ def _hints(
         )
     expected = jax_reference.loss_and_grad(case.params, case.xs, case.targets, **case.config)[1]
     rtol = 10 * tolerance_for(case.dtype)
+    clipped = _clip_level(actual, expected, wrong, rtol)
+    if clipped is not None:
+        # Clipping explains every wrong entry; the formula and probe hints would blame the math.
+        c, n, example = clipped
+        return [
+            *hints,
+            f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} ±{c:.6g}, with the "
+            f"reference's sign, wherever {'it is' if len(wrong) == 1 else 'they are'} wrong, "
+            f"and there the reference is larger ({n} {'entry' if n == 1 else 'entries'}; "
+            f"{example}); no returned entry exceeds {c:.6g} in magnitude: the gradients look "
+            f"clipped, as np.clip(dθ, -{c:g}, {c:g}) does. The check wants the gradient "
+            "itself: clip after checking, in the update step",
+        ]
+    if "W" in wrong and np.all(np.isfinite(actual["W"])):
+        with_h_t = _dW_with_h_t(case)
+        size = float(np.max(np.abs(with_h_t), initial=0.0))
+        if size > 0 and np.max(np.abs(actual["W"] - with_h_t)) <= rtol * size:
+            only = "only W is wrong, and it" if wrong == ["W"] else "W"
+            hints.append(
+                f"{only} equals Σ_t δ_tᵀ h_t on this case: δ_t is paired with h_t = f_h(a_t), "
+                "the state step t computes; ∂L/∂W = Σ_t δ_tᵀ h_{t-1} needs h_{t-1}, the "
+                "state step t starts from (h0 at t = 0)"
+            )
+            if wrong == ["W"]:
+                return hints
     factor = _common_factor(actual, expected, wrong, rtol)
     explained = None if factor is None else _factor_hint(factor, wrong, keys, dims, rtol)
     if explained is not None:
@@ -467,8 +556,8 @@ def _hints(
         if right_until == 1 and wrong == ["W"]:
             hints.append(
                 "only W is wrong, and only from T = 2 (T = 1 of this case is right): "
-                "∂L/∂W = Σ_t δ_tᵀ h_{t-1} pairs δ_t with the previous state; check h_{t-1} "
-                "(not h_t) and that every step is summed"
+                "∂L/∂W = Σ_t δ_tᵀ h_{t-1} pairs δ_t with the state step t starts from; check "
+                "h_{t-1} (h0 at t = 0, not h_t = f_h(a_t)) and that every step is summed"
             )
         elif right_until == 1:
             hints.append(

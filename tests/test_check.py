@@ -79,9 +79,9 @@ BUGS = [
     ("h_t_in_dW", [], ["W"], (1, 1, 1), "only W is wrong"),
     ("first_step_skipped", [], GRAD_NAMES, (1, 1, 1), "a time step (t = 0?) is skipped"),
     ("truncated_after_3", [], DELTA_KEYS, (4, 1, 1), "truncated after 3 steps"),
-    ("transposed_W_backward", [], ["h0"], (1, 1, 2), "∂L/∂h_0 = δ_0 W"),
+    ("transposed_W_backward", [], ["h0"], (1, 1, 2), "∂L/∂h0 = δ_0 W"),
     ("b_y_mean_over_batch", [], ["b_y"], (1, 2, 1), "b_y averaged over batch rows"),
-    ("dh0_without_W", [], ["h0"], (1, 1, 1), "∂L/∂h_0 = δ_0 W"),
+    ("dh0_without_W", [], ["h0"], (1, 1, 1), "∂L/∂h0 = δ_0 W"),
     ("sigmoid_prime_sign", ["--hidden", "sigmoid"], DELTA_KEYS, (1, 1, 1), "a sign error"),
     ("bce_on_logits", SIGMOID_BCE, GRAD_NAMES, (1, 1, 1), "binary_cross_entropy after sigmoid"),
 ]

@@ -135,6 +135,54 @@ def test_bad_input_is_named(changes: dict[str, Any], error: type[Exception], mes
         call(small_case(), **changes)
 
 
+BATCH_MAJOR = "h0 has shape (2, 5); expected (B, H) = (3, 5) (B from xs, H from W); "
+
+
+@pytest.mark.parametrize(
+    ("swap", "message"),
+    [
+        (
+            ("xs",),
+            f"{BATCH_MAJOR}xs looks batch-major, (B, T, D) = (2, 3, 4) with B = 2 as in h0: "
+            "bptt_ref takes time-major xs (T, B, D) = (3, 2, 4), e.g. xs.transpose(1, 0, 2)",
+        ),
+        (
+            ("xs", "targets"),
+            f"{BATCH_MAJOR}if xs and targets are batch-major, (B, T, ...) with B = 2 as in h0, "
+            "pass them time-major (T, B, ...): xs.transpose(1, 0, 2), targets.transpose(1, 0, 2)",
+        ),
+    ],
+    ids=["xs", "xs-and-targets"],
+)
+def test_batch_major_inputs_are_named_as_such(swap: tuple[str, ...], message: str) -> None:
+    case = small_case()  # T = 3, B = 2
+    arrays = {k: getattr(case, k).transpose(1, 0, 2) for k in swap}
+    with pytest.raises(ValueError, match="batch-major") as raised:
+        call(case, arrays=arrays)
+    assert str(raised.value) == message
+    if swap == ("xs",):
+        # Without targets the shapes of xs and h0 say the same.
+        with pytest.raises(ValueError, match="batch-major") as raised:
+            bptt_ref.forward(case.params, arrays["xs"])
+        assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"params": {"h0": np.zeros((4, 5))}},  # xs time-major, h0 of a fourth B
+        {"arrays": {"xs": np.zeros((2, 3, 4)), "targets": np.zeros((4, 4, 3))}},
+    ],
+    ids=["h0-wrong", "targets-fit-neither"],
+)
+def test_batch_major_is_not_suggested_when_the_shapes_do_not_say_so(
+    changes: dict[str, Any],
+) -> None:
+    with pytest.raises(ValueError, match="has shape") as raised:
+        call(small_case(), **changes)
+    assert "batch-major" not in str(raised.value)
+
+
 def test_params_must_be_a_mapping() -> None:
     case = small_case()
     with pytest.raises(
