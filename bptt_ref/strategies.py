@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from bptt_ref._activations import HIDDEN, softmax
 from bptt_ref._losses import VALID_HEADS
-from bptt_ref._rnn import random_params
+from bptt_ref._model import random_params
 
 __all__ = [
     "INPUT_STYLES",
