@@ -1,0 +1,1 @@
+"""The recurrent cells bptt-ref differentiates, one module per cell."""
