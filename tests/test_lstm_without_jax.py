@@ -347,7 +347,7 @@ def _mutant(original: str, replacement: str) -> types.ModuleType:
 # at saturation, and only there.
 CANCELLING: dict[str, tuple[str, str]] = {
     f"σ'(a_{gate}) as σ(1 − σ)": (
-        f"{lhs} * _sigmoid_prime(a_{gate}, {gate})",
+        f"{lhs} * _sigmoid_prime(a_{gate})",
         f"{lhs} * {gate} * (1 - {gate})",
     )
     for gate, lhs in (("i", "g"), ("f", "c_prev"), ("o", "tanh_c"))

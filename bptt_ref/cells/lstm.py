@@ -13,7 +13,7 @@ t = 0 … T−1, with h_{−1} = ``h0`` and c_{−1} = ``c0``:
 
 Every function here accepts complex128 arrays and is analytic in them (the logistic
 function picks its branch on the real part), so the complex-step check differentiates this
-very forward pass. Derivatives are written without cancellation: σ'(a) = σ(a) σ(−a) and
+very forward pass. Derivatives are written without cancellation: σ'(a) = sech²(a/2)/4 and
 tanh'(a) = sech²(a) from cosh, never 1 − σ or 1 − tanh² of a rounded value.
 docs/derivation-lstm.md derives the backward recurrence.
 """
@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-# The private derivatives are the package's one cancellation-free σ' and sech².
-from bptt_ref._activations import Array, _sigmoid_prime, _tanh_prime, sigmoid
+# _tanh_prime is private to _activations: the package's one sech², cancellation-free.
+from bptt_ref._activations import Array, _tanh_prime, sigmoid
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "W_ih": ("4H", "D"),
@@ -74,6 +74,14 @@ class LSTMPass(NamedTuple):
     def c(self) -> Array:
         """Cell states c_t, shape (T, B, H) (``c0`` not included), a view of ``cells``."""
         return self.cells[1:]
+
+
+def _sigmoid_prime(a: Array) -> Array:
+    # σ'(a) = σ(a) σ(−a) = sech²(a/2) / 4: one cosh, where σ(−a) would take another
+    # logistic function's branches and exponential, and as free of cancellation.
+    slope: Array = _tanh_prime(0.5 * a, a)
+    slope *= 0.25
+    return slope
 
 
 def forward(
@@ -130,10 +138,10 @@ def forward(
         tanh_c = np.tanh(c)
         np.multiply(o, tanh_c, out=states[t + 1])
         # Each slot of a_t is read by its own partial only, so it can take that partial.
-        a_i[...] = g * _sigmoid_prime(a_i, i)
-        a_f[...] = c_prev * _sigmoid_prime(a_f, f)
+        a_i[...] = g * _sigmoid_prime(a_i)
+        a_f[...] = c_prev * _sigmoid_prime(a_f)
         a_g[...] = i * _tanh_prime(a_g, g)
-        a_o[...] = tanh_c * _sigmoid_prime(a_o, o)
+        a_o[...] = tanh_c * _sigmoid_prime(a_o)
         forget[t] = f
         dh_dc[t] = o * _tanh_prime(c, tanh_c)
         if live is not None:
