@@ -163,9 +163,9 @@ def backward(
 ) -> dict[str, Array]:
     r"""The gradient of L for every parameter and the inputs, by reverse accumulation.
 
-    With ``dh`` the direct cotangent ∂L/∂h_t of the output head, the total cotangents of
-    the states, from t = T−1 down to 0 (with \bar h_{T-1}^{\,\mathrm{rec}} = 0 and
-    \bar c_T^{\,\mathrm{rec}} = 0), are
+    With ``dh`` the direct cotangent ∂L/∂h_t of the output head, the total cotangents
+    \bar h_t = ∂L/∂h_t and \bar c_t = ∂L/∂c_t (B, H) and \bar a_t = ∂L/∂a_t (B, 4H) are, from
+    t = T−1 down to 0, with \bar a_T = 0 and \bar c_T = 0:
 
     .. math::
         \bar h_t = dh_t + \bar a_{t+1} W_{hh},\qquad
