@@ -25,15 +25,15 @@ class Trace(NamedTuple):
     """Everything the forward pass computes, time-major.
 
     Attributes:
-        a: pre-activations of the cell's gates, shape (T, B, G·H): for the RNN
-            ``a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h`` (G = 1); for gated cells the stacked gate
-            pre-activations in the cell's gate order.
+        a: the RNN's pre-activations ``a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h``, shape
+            (T, B, H); ``None`` for the gated cells, whose passes keep their gates'
+            partial derivatives instead.
         h: hidden states h_t, shape (T, B, H) (``h0`` not included).
         z: logits ``z_t = h_t Uᵀ + b_y``, shape (T, B, O).
         y_hat: outputs ``ŷ_t = f_y(z_t)``, shape (T, B, O).
     """
 
-    a: Array
+    a: Array | None
     h: Array
     z: Array
     y_hat: Array
@@ -73,15 +73,15 @@ def forward(
         output: name of ``f_y`` (see ``OUTPUT_ACTIVATIONS``).
 
     Returns:
-        The trace ``(a, h, z, y_hat)`` with shapes (T, B, G·H), (T, B, H), (T, B, O),
-        (T, B, O), in the inputs' dtype.
+        The trace ``(a, h, z, y_hat)`` with shapes (T, B, H) (``None`` for gated cells),
+        (T, B, H), (T, B, O), (T, B, O), in the inputs' dtype.
     """
     spec = cell_named(cell)
     check_names(hidden, output, cell=spec)
     p, x, _ = check_inputs(params, xs, cell=spec)
     fw = spec.forward(p, x, None, hidden)
     z, y_hat = _head(p, fw.h, output)
-    return Trace(a=fw.a, h=fw.h, z=z, y_hat=y_hat)
+    return Trace(a=getattr(fw, "a", None), h=fw.h, z=z, y_hat=y_hat)
 
 
 def loss_value(

@@ -39,15 +39,11 @@ def shape_of(spec: tuple[str, ...], dims: Mapping[str, int]) -> tuple[int, ...]:
 
 
 class CellPass(Protocol):
-    """What a cell's forward pass returns: at least its gate pre-activations and states.
+    """What a cell's forward pass returns: at least its hidden states.
 
-    ``a`` (T, B, G·H) holds the stacked gate pre-activations, ``h`` (T, B, H) the states
-    h_t for t = 0 … T−1 (the initial state excluded); the rest is whatever the cell's
-    backward pass needs.
+    ``h`` (T, B, H) holds h_t for t = 0 … T−1 (the initial state excluded); the rest is
+    whatever the cell's backward pass needs (the RNN's also has its pre-activations ``a``).
     """
-
-    @property
-    def a(self) -> Array: ...
 
     @property
     def h(self) -> Array: ...
@@ -119,3 +115,33 @@ class Cell:
     def grad_names(self) -> tuple[str, ...]:
         """The keys of the gradient dictionary: every parameter and the inputs."""
         return (*self.names, "xs")
+
+
+def with_head(init: Callable[..., Mapping[str, Array]]) -> Callable[..., dict[str, Array]]:
+    """A cell's ``init`` (its own parameters) completed with the shared head's.
+
+    The head is drawn after the cell: ``U`` (O, H) ~ N(0, 1/H) and ``b_y`` (O,) ~ N(0, 0.1²).
+    """
+
+    def complete(
+        rng: np.random.Generator,
+        *,
+        batch_size: int,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        spectral_radius: float,
+    ) -> dict[str, Array]:
+        own = init(
+            rng,
+            batch_size=batch_size,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            spectral_radius=spectral_radius,
+            dtype=np.float64,
+        )
+        H, O = hidden_size, output_size
+        head = {"U": rng.standard_normal((O, H)) / np.sqrt(H), "b_y": 0.1 * rng.standard_normal(O)}
+        return {**own, **head}
+
+    return complete

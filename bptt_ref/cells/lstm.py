@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 # _tanh_prime is private to _activations: the package's one sech², cancellation-free.
 from bptt_ref._activations import Array, _tanh_prime, sigmoid
+from bptt_ref.cells._spec import Cell, with_head
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "W_ih": ("4H", "D"),
@@ -279,3 +280,24 @@ def init(
         "c0": 0.5 * rng.standard_normal((B, H)),
     }
     return {k: v.astype(dtype) for k, v in params.items()}
+
+
+CELL = Cell(
+    name="lstm",
+    equations=(
+        "[i f g o] = x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh\n"
+        "i, f, o = σ(·), g = tanh(·)\n"
+        "c_t = f ⊙ c_{t-1} + i ⊙ g\n"
+        "h_t = o ⊙ tanh(c_t)"
+    ),
+    params=PARAMS,
+    names=("W_ih", "W_hh", "b_ih", "b_hh", "U", "b_y", "h0", "c0"),
+    states=("h0", "c0"),
+    hidden_from="W_hh",
+    activations=("tanh",),
+    init=with_head(init),
+    forward=lambda params, xs, live, hidden: forward(params, xs, live),
+    backward=backward,
+    gates=4,
+)
+"""The LSTM (PyTorch / cuDNN layout, gates i, f, g, o)."""
