@@ -286,7 +286,7 @@ def backward(
                 slots[steps],
                 n[steps],
                 h_prev[steps],
-                keep if keep is None else keep[steps],
+                None if keep is None else keep[steps],
                 reset_after,
             )
         W_hh = np.ascontiguousarray(params["W_hh"])
@@ -295,7 +295,7 @@ def backward(
         for t in range(T - 1, -1, -1):
             d = dh[t] + carry
             step = slots[t]
-            # [P_n, P_z] and [P_r, r] as (B, 2, H) views: two products for four cotangents.
+            # [P_n, P_z] and [P_r, r] as (B, 2, H) views: four cotangents in two multiplications.
             paired = step.reshape(B, 2, 2, H)
             paired[:, :, 0] *= d[:, None]
             if reset_after:
