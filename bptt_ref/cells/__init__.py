@@ -5,7 +5,7 @@ Adding a cell is one math module (its :class:`Cell` with forward and backward pa
 one JAX oracle step, its tests, and one line here.
 """
 
-from bptt_ref.cells import lstm, rnn
+from bptt_ref.cells import gru, lstm, rnn
 from bptt_ref.cells._spec import DATA as DATA
 from bptt_ref.cells._spec import HEAD_PARAMS as HEAD_PARAMS
 from bptt_ref.cells._spec import Cell as Cell
@@ -13,7 +13,9 @@ from bptt_ref.cells._spec import CellPass as CellPass
 from bptt_ref.cells._spec import dim_size as dim_size
 from bptt_ref.cells._spec import shape_of as shape_of
 
-CELLS: dict[str, Cell] = {cell.name: cell for cell in (rnn.CELL, lstm.CELL)}
+CELLS: dict[str, Cell] = {
+    cell.name: cell for cell in (rnn.CELL, lstm.CELL, gru.CELL, gru.CELL_RESET_BEFORE)
+}
 """Every cell by name."""
 
 __all__ = ["CELLS", "DATA", "HEAD_PARAMS", "Cell", "CellPass", "cell_named", "dim_size", "shape_of"]

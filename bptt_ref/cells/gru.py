@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 
 from bptt_ref._activations import HIDDEN, Array, sigmoid
 from bptt_ref._rnn import _BLOCK_BYTES, _small_ufunc_buffers
+from bptt_ref.cells._spec import Cell, with_head
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "W_ih": ("3H", "D"),
@@ -358,3 +359,32 @@ def init(
         "h0": 0.5 * rng.standard_normal((B, H)),
     }
     return {k: v.astype(dtype) for k, v in params.items()}
+
+
+def _cell(name: str, reset_after: bool, candidate: str) -> Cell:
+    def run(params: Mapping[str, Array], xs: Array, live: Any, hidden: str) -> GRUPass:
+        return forward(params, xs, live, reset_after=reset_after)
+
+    return Cell(
+        name=name,
+        equations=(
+            "r = σ(x_t W_irᵀ + b_ir + h_{t-1} W_hrᵀ + b_hr), z likewise\n"
+            f"n = tanh(x_t W_inᵀ + b_in + {candidate})\n"
+            "h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}"
+        ),
+        params=PARAMS,
+        names=("W_ih", "W_hh", "b_ih", "b_hh", "U", "b_y", "h0"),
+        states=("h0",),
+        hidden_from="W_hh",
+        activations=("tanh",),
+        init=with_head(init),
+        forward=run,
+        backward=backward,
+        gates=3,
+    )
+
+
+CELL = _cell("gru", True, "r ⊙ (h_{t-1} W_hnᵀ + b_hn)")
+"""The GRU with the reset after the recurrent product (PyTorch, cuDNN; gates r, z, n)."""
+CELL_RESET_BEFORE = _cell("gru_reset_before", False, "(r ⊙ h_{t-1}) W_hnᵀ + b_hn")
+"""The GRU with the reset before the recurrent product (Cho et al. 2014; gates r, z, n)."""
