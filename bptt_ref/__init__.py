@@ -1,4 +1,4 @@
-"""bptt-ref: reference backprop-through-time gradients for a vanilla RNN, in NumPy.
+"""bptt-ref: reference backprop-through-time gradients for recurrent cells, in NumPy.
 
 The public namespace depends on NumPy only. The JAX oracle lives in
 :mod:`bptt_ref.jax_reference` (extra ``bptt-ref[jax]``), the Hypothesis strategies in
@@ -9,12 +9,13 @@ from bptt_ref._activations import HIDDEN as _HIDDEN
 from bptt_ref._activations import OUTPUT as _OUTPUT
 from bptt_ref._losses import LOSS_OUTPUTS as _LOSS_OUTPUTS
 from bptt_ref._losses import VALID_HEADS as VALID_HEADS
-from bptt_ref._rnn import Trace as Trace
-from bptt_ref._rnn import forward as forward
-from bptt_ref._rnn import loss_and_grad as loss_and_grad
-from bptt_ref._rnn import random_params as random_params
+from bptt_ref._model import Trace as Trace
+from bptt_ref._model import forward as forward
+from bptt_ref._model import loss_and_grad as loss_and_grad
+from bptt_ref._model import random_params as random_params
 from bptt_ref._validate import GRAD_NAMES as GRAD_NAMES
 from bptt_ref._validate import PARAM_NAMES as PARAM_NAMES
+from bptt_ref.cells import CELLS as _CELLS
 from bptt_ref.note_form import StepJacobians as StepJacobians
 from bptt_ref.note_form import chains_grads as chains_grads
 from bptt_ref.note_form import jacobian_product_norms as jacobian_product_norms
@@ -35,8 +36,11 @@ OUTPUT_ACTIVATIONS: tuple[str, ...] = tuple(_OUTPUT)
 """Names accepted for the output nonlinearity ``f_y``."""
 LOSSES: tuple[str, ...] = tuple(_LOSS_OUTPUTS)
 """Names accepted for the loss."""
+CELL_NAMES: tuple[str, ...] = tuple(_CELLS)
+"""Names accepted for the ``cell`` argument (``bptt_ref.cells.CELLS`` describes each)."""
 
 __all__ = [
+    "CELL_NAMES",
     "GRAD_NAMES",
     "HIDDEN_ACTIVATIONS",
     "LOSSES",

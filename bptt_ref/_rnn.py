@@ -1,35 +1,21 @@
-"""The vanilla RNN of the seed note: forward pass, loss, and reverse-accumulation BPTT."""
+"""The vanilla RNN of the seed note: forward pass, loss, and reverse-accumulation BPTT.
+
+The public entry points (:func:`bptt_ref.loss_and_grad`, :func:`bptt_ref.forward`,
+:func:`bptt_ref.random_params`) check their inputs and reach this module through
+:data:`bptt_ref.cells.CELLS` ``["rnn"]``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bptt_ref._activations import HIDDEN, OUTPUT, Array
 from bptt_ref._losses import loss_grad_logits, loss_sum
-from bptt_ref._validate import check_inputs, check_names
-
-
-class Trace(NamedTuple):
-    """Everything the forward pass computes, time-major.
-
-    Attributes:
-        a: pre-activations ``a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h``, shape (T, B, H), where
-            h_{t-1} is the state step t starts from (``h0`` for t = 0).
-        h: hidden states ``h_t = f_h(a_t)``, shape (T, B, H): ``h[t]`` is the state step
-            t computes, so ``h[0]`` is h_0 = f_h(a_0) and the initial ``h0`` is not included.
-        z: logits ``z_t = h_t Uᵀ + b_y``, shape (T, B, O).
-        y_hat: outputs ``ŷ_t = f_y(z_t)``, shape (T, B, O).
-    """
-
-    a: Array
-    h: Array
-    z: Array
-    y_hat: Array
 
 
 class _Pass(NamedTuple):
@@ -56,6 +42,11 @@ class _Pass(NamedTuple):
     def z(self) -> Array:
         """Logits, shape (T, B, O), a view of ``joint``."""
         return _views(self.joint, self.states.shape[-1])[1]
+
+    @property
+    def h(self) -> Array:
+        """Hidden states h_t, shape (T, B, H), a view of ``states``."""
+        return self.states[1:]
 
 
 def _views(joint: Array, H: int) -> tuple[Array, Array]:
@@ -123,57 +114,13 @@ def _run(
         return _Pass(states, joint, OUTPUT[output].f(z))
 
 
-def forward(
-    params: Mapping[str, Any], xs: Any, *, hidden: str = "tanh", output: str = "identity"
-) -> Trace:
-    r"""Run the RNN forward and return its :class:`Trace`.
-
-    .. math::
-        a_t = x_t V^\top + h_{t-1} W^\top + b_h,\quad h_t = f_h(a_t),\quad
-        z_t = h_t U^\top + b_y,\quad \hat y_t = f_y(z_t),\qquad t = 0 \dots T-1
-
-    where :math:`h_{t-1}` is the state step t starts from: the parameter ``h0`` for
-    t = 0, then the state the step before computed. (``h0`` is never called
-    :math:`h_0`: that is :math:`f_h(a_0)`, the state step 0 computes.)
-
-    Args:
-        params: mapping with ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,),
-            ``b_y`` (O,) and ``h0`` (B, H).
-        xs: inputs, shape (T, B, D).
-        hidden: name of ``f_h`` (see ``HIDDEN_ACTIVATIONS``).
-        output: name of ``f_y`` (see ``OUTPUT_ACTIVATIONS``).
-
-    Returns:
-        The trace ``(a, h, z, y_hat)`` with shapes (T, B, H), (T, B, H), (T, B, O),
-        (T, B, O), in the inputs' dtype.
-    """
-    check_names(hidden, output)
-    p, x, _ = check_inputs(params, xs)
-    fw = _run(p, x, hidden, output)
-    return Trace(a=fw.a, h=fw.states[1:], z=fw.z, y_hat=fw.y_hat)
-
-
-def loss_value(
-    params: Mapping[str, Array], xs: Array, targets: Array, hidden: str, output: str, loss: str
-) -> Array:
-    """``L`` without input checks, as a 0-d array; also accepts complex inputs."""
-    fw = _run(params, xs, hidden, output)
-    return loss_sum(loss, fw.z, fw.y_hat, targets)
-
-
-def loss_and_grad(
-    params: Mapping[str, Any],
-    xs: Any,
-    targets: Any,
-    *,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+def fused_loss_and_grad(
+    p: Mapping[str, Array], x: Array, y: Array, hidden: str, output: str, loss: str
 ) -> tuple[float, dict[str, NDArray[np.floating]]]:
-    r"""The loss and its gradient with respect to every parameter and the inputs.
+    r"""The loss and its gradient for checked inputs (see :func:`bptt_ref.loss_and_grad`).
 
-    Computes :math:`L = \sum_t \sum_b \mathrm{loss}(\hat y_{t,b}, y_{t,b})` for the RNN of
-    :func:`forward` and its gradient by reverse accumulation (BPTT), O(T·B·H²):
+    Computes :math:`L = \sum_t \sum_b \mathrm{loss}(\hat y_{t,b}, y_{t,b})` and its gradient
+    by reverse accumulation (BPTT), O(T·B·H²):
 
     .. math::
         g_t = \partial L/\partial z_t,\qquad
@@ -195,26 +142,10 @@ def loss_and_grad(
     rows.
 
     Args:
-        params: mapping with ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,),
-            ``b_y`` (O,) and ``h0`` (B, H).
-        xs: inputs, shape (T, B, D).
-        targets: shape (T, B, O); probability rows for ``cross_entropy``, values in
-            [0, 1] for ``binary_cross_entropy``.
-        hidden: name of ``f_h``; output: name of ``f_y``; loss: name of the loss
-            (``VALID_HEADS`` lists the valid output/loss pairs).
-
-    Returns:
-        ``(L, grads)``: ``L`` as a Python float and ``grads`` with keys
-        ``U, V, W, b_h, b_y, h0, xs``, each of its input's shape and dtype. T = 0 or
-        B = 0 is an empty sum: ``L = 0`` and every gradient is zero.
-
-    Raises:
-        ValueError, TypeError: for unknown names, invalid combinations, wrong keys,
-            shapes or dtypes, and non-finite values; the inputs are never modified.
+        p: ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,), ``h0`` (B, H).
+        x: inputs (T, B, D); y: targets (T, B, O).
+        hidden, output, loss: the names of ``f_h``, ``f_y`` and the loss.
     """
-    check_names(hidden, output, loss)
-    p, x, y = check_inputs(params, xs, targets, loss=loss)
-    assert y is not None
     fw = _run(p, x, hidden, output)
     value = float(loss_sum(loss, fw.z, fw.y_hat, y))
     return value, _backward(fw, p, x, y, hidden, output, loss)
@@ -269,30 +200,25 @@ def _backward(
         }
 
 
-def random_params(
+def init(
     rng: np.random.Generator,
     *,
     batch_size: int,
     input_size: int,
     hidden_size: int,
     output_size: int,
-    spectral_radius: float = 0.9,
-    dtype: Any = np.float64,
-) -> dict[str, NDArray[np.floating]]:
-    """Random parameters with W rescaled to a given spectral radius.
+    spectral_radius: float,
+) -> dict[str, NDArray[np.float64]]:
+    """Random float64 parameters with W rescaled to a given spectral radius.
 
     ``U`` (O, H) ~ N(0, 1/H), ``V`` (H, D) ~ N(0, 1/D), ``W`` (H, H) Gaussian scaled so
     that max |eig(W)| = ``spectral_radius`` (below 1 contracts, above 1 can explode),
     ``b_h`` (H,), ``b_y`` (O,) ~ N(0, 0.1²) and ``h0`` (B, H) ~ N(0, 0.5²).
     """
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-    if np.dtype(dtype) not in (np.float32, np.float64):
-        raise TypeError(f"dtype is {np.dtype(dtype)}; expected float32 or float64")
     B, D, H, O = batch_size, input_size, hidden_size, output_size
     W = rng.standard_normal((H, H))
     radius = np.max(np.abs(np.linalg.eigvals(W)))
-    params = {
+    return {
         "U": rng.standard_normal((O, H)) / np.sqrt(H),
         "V": rng.standard_normal((H, D)) / np.sqrt(D),
         "W": W * (spectral_radius / radius),
@@ -300,4 +226,3 @@ def random_params(
         "b_y": 0.1 * rng.standard_normal(O),
         "h0": 0.5 * rng.standard_normal((B, H)),
     }
-    return {k: v.astype(dtype) for k, v in params.items()}

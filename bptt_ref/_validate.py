@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from bptt_ref._activations import HIDDEN, OUTPUT
 from bptt_ref._losses import LOSS_OUTPUTS, VALID_HEADS
+from bptt_ref.cells._spec import Cell, shape_of
 
 PARAM_NAMES: tuple[str, ...] = ("U", "V", "W", "b_h", "b_y", "h0")
 """The parameter names, as in the seed note (plus the initial state ``h0``)."""
@@ -23,23 +24,22 @@ GRAD_NAMES: tuple[str, ...] = (*PARAM_NAMES, "xs")
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-_SHAPES: dict[str, tuple[str, ...]] = {
-    "U": ("O", "H"),
-    "V": ("H", "D"),
-    "W": ("H", "H"),
-    "b_h": ("H",),
-    "b_y": ("O",),
-    "h0": ("B", "H"),
-    "xs": ("T", "B", "D"),
-    "targets": ("T", "B", "O"),
-}
 
+def check_names(
+    hidden: str, output: str, loss: str | None = None, *, cell: Cell | None = None
+) -> None:
+    """Raise ``ValueError`` listing the valid choices for an unknown or invalid name.
 
-def check_names(hidden: str, output: str, loss: str | None = None) -> None:
-    """Raise ``ValueError`` listing the valid choices for an unknown or invalid name."""
-    for kind, name, valid in (("hidden", hidden, HIDDEN), ("output", output, OUTPUT)):
-        if name not in valid:
-            raise ValueError(f"unknown {kind} activation {name!r}; expected one of {sorted(valid)}")
+    ``cell`` (default: the vanilla RNN) says which hidden activations are allowed.
+    """
+    activations = HIDDEN if cell is None else cell.activations
+    if hidden not in activations:
+        of_cell = "" if cell is None or cell.name == "rnn" else f" for cell {cell.name!r}"
+        raise ValueError(
+            f"unknown hidden activation {hidden!r}{of_cell}; expected one of {sorted(activations)}"
+        )
+    if output not in OUTPUT:
+        raise ValueError(f"unknown output activation {output!r}; expected one of {sorted(OUTPUT)}")
     if loss is None:
         return
     if loss not in LOSS_OUTPUTS:
@@ -76,29 +76,44 @@ def check_inputs(
     targets: Any = None,
     *,
     loss: str | None = None,
+    cell: Cell | None = None,
 ) -> tuple[dict[str, NDArray[np.floating]], NDArray[np.floating], NDArray[np.floating] | None]:
     """Validate and return ``(params, xs, targets)`` as C-contiguous NumPy arrays.
 
     Arrays already C-contiguous are returned as they are (never written to); others
-    are copied.
+    are copied. ``cell`` (default: the vanilla RNN) says which keys and shapes
+    ``params`` must have, in named dims (:attr:`bptt_ref.cells.Cell.shapes`).
 
-    Dims are read off ``xs`` (T, B, D), ``W`` (H, H) and ``targets`` (T, B, O), or
-    ``U`` (O, H) when there are no targets; every other shape must agree with them.
-    T = 0 and B = 0 are allowed; D, H and O must be at least 1.
+    Dims are read off ``xs`` (T, B, D), the cell's ``hidden_from`` parameter (H; ``W``
+    for the RNN) and ``targets`` (T, B, O), or ``U`` (O, H) when there are no targets;
+    every other shape must agree with them. T = 0 and B = 0 are allowed; D, H and O
+    must be at least 1.
     """
+    from bptt_ref.cells import CELLS
+
+    cell = CELLS["rnn"] if cell is None else cell
+    names = cell.names
+    of_cell = "" if cell.name == "rnn" else f" for cell {cell.name!r}"
     if not isinstance(params, Mapping):
         raise TypeError(
-            f"params must be a mapping with keys {', '.join(PARAM_NAMES)}; "
+            f"params must be a mapping with keys {', '.join(names)}{of_cell}; "
             f"got {type(params).__name__}"
         )
-    missing = [k for k in PARAM_NAMES if k not in params]
-    extra = sorted(str(k) for k in params if k not in PARAM_NAMES)
+    missing = [k for k in names if k not in params]
+    extra = sorted(str(k) for k in params if k not in names)
     if missing or extra:
+        found = [
+            other.name
+            for other in CELLS.values()
+            if other is not cell and {str(k) for k in params} == set(other.names)
+        ]
+        whose = f" (these are the keys of cell {found[0]!r})" if found else ""
         raise ValueError(
-            f"params has missing keys {missing} and unexpected keys {extra}; "
-            f"expected exactly {', '.join(PARAM_NAMES)}"
+            f"params has missing keys {missing} and unexpected keys {extra}{whose}; "
+            f"expected exactly {', '.join(names)}{of_cell}"
         )
-    arrays = {k: _as_float_array(k, params[k]) for k in PARAM_NAMES}
+    shapes = cell.shapes
+    arrays = {k: _as_float_array(k, params[k]) for k in names}
     arrays["xs"] = _as_float_array("xs", xs)
     if targets is not None:
         arrays["targets"] = _as_float_array("targets", targets)
@@ -111,32 +126,32 @@ def check_inputs(
                 "expected all arrays to share one dtype"
             )
     for name, arr in arrays.items():
-        if arr.ndim != len(_SHAPES[name]):
+        if arr.ndim != len(shapes[name]):
             raise ValueError(
-                f"{name} has shape {arr.shape}; expected {len(_SHAPES[name])} dims "
-                f"({', '.join(_SHAPES[name])})"
+                f"{name} has shape {arr.shape}; expected {len(shapes[name])} dims "
+                f"({', '.join(shapes[name])}){of_cell}"
             )
 
     dims = dict(zip("TBD", arrays["xs"].shape, strict=True))
-    dims["H"] = arrays["W"].shape[0]
+    dims["H"] = arrays[cell.hidden_from].shape[shapes[cell.hidden_from].index("H")]
     dims["O"] = arrays["targets"].shape[-1] if targets is not None else arrays["U"].shape[0]
     source = {
         "T": "xs",
         "B": "xs",
         "D": "xs",
-        "H": "W",
+        "H": cell.hidden_from,
         "O": "targets" if targets is not None else "U",
     }
     for dim in "DHO":
         if dims[dim] < 1:
             raise ValueError(f"{source[dim]} gives {dim} = {dims[dim]}; expected {dim} >= 1")
     for name, arr in arrays.items():
-        expected = tuple(dims[d] for d in _SHAPES[name])
+        expected = shape_of(shapes[name], dims)
         if arr.shape != expected:
-            names = ", ".join(_SHAPES[name])
-            origin = ", ".join(sorted({f"{d} from {source[d]}" for d in _SHAPES[name]}))
+            named = ", ".join(shapes[name])
+            origin = ", ".join(sorted({f"{e[-1]} from {source[e[-1]]}" for e in shapes[name]}))
             raise ValueError(
-                f"{name} has shape {arr.shape}; expected ({names}) = {expected} ({origin})"
+                f"{name} has shape {arr.shape}; expected ({named}) = {expected} ({origin}){of_cell}"
                 f"{_batch_major_note(arrays) if name in ('h0', 'xs', 'targets') else ''}"
             )
     for name, arr in arrays.items():

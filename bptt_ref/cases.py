@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bptt_ref._activations import softmax
-from bptt_ref._rnn import random_params
+from bptt_ref._model import random_params
 
 __all__ = ["INPUT_STYLES", "REGIMES", "Case", "Config", "make_case"]
 

@@ -23,8 +23,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref._rnn import loss_value
-from bptt_ref._validate import GRAD_NAMES, PARAM_NAMES, check_inputs, check_names
+from bptt_ref._model import loss_value
+from bptt_ref._validate import check_inputs, check_names
+from bptt_ref.cells import Cell, cell_named
 
 __all__ = ["Estimate", "directional_derivative", "directional_estimate", "random_direction"]
 
@@ -36,9 +37,12 @@ COMPLEX_STEP = 1e-20
 def random_direction(
     rng: np.random.Generator, params: Mapping[str, Any], xs: Any
 ) -> dict[str, NDArray[np.float64]]:
-    """A standard normal direction with one array per key of ``GRAD_NAMES``, float64."""
-    shapes = {**{k: np.shape(params[k]) for k in PARAM_NAMES}, "xs": np.shape(xs)}
-    return {k: rng.standard_normal(shapes[k]) for k in GRAD_NAMES}
+    """A standard normal direction, float64, with one array per key of ``params`` and ``xs``.
+
+    Each array has the shape of what it moves; the keys are drawn in the order of ``params``.
+    """
+    shapes = {**{k: np.shape(v) for k, v in params.items()}, "xs": np.shape(xs)}
+    return {k: rng.standard_normal(s) for k, s in shapes.items()}
 
 
 class Estimate(NamedTuple):
@@ -54,6 +58,7 @@ def directional_derivative(
     targets: Any,
     direction: Mapping[str, Any],
     *,
+    cell: str | Cell = "rnn",
     hidden: str = "tanh",
     output: str = "identity",
     loss: str = "mse",
@@ -61,7 +66,15 @@ def directional_derivative(
 ) -> float:
     """``⟨∇L(θ), u⟩`` by differencing the forward pass: :func:`directional_estimate`'s value."""
     return directional_estimate(
-        params, xs, targets, direction, hidden=hidden, output=output, loss=loss, method=method
+        params,
+        xs,
+        targets,
+        direction,
+        method=method,
+        cell=cell,
+        hidden=hidden,
+        output=output,
+        loss=loss,
     ).value
 
 
@@ -71,6 +84,7 @@ def directional_estimate(
     targets: Any,
     direction: Mapping[str, Any],
     *,
+    cell: str | Cell = "rnn",
     hidden: str = "tanh",
     output: str = "identity",
     loss: str = "mse",
@@ -81,28 +95,32 @@ def directional_estimate(
     for central differences the Richardson estimate from the same stencil at 2ε.
 
     Args:
-        params: ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
-            ``h0`` (B, H); xs: (T, B, D); targets: (T, B, O).
-        direction: ``u``, one array per key ``U, V, W, b_h, b_y, h0, xs``, each of its
-            input's shape.
+        params: the parameters of ``cell`` (for the RNN ``U`` (O, H), ``V`` (H, D), ``W``
+            (H, H), ``b_h`` (H,), ``b_y`` (O,), ``h0`` (B, H)); xs: (T, B, D); targets:
+            (T, B, O).
+        direction: ``u``, one array per key of ``CELLS[cell].grad_names`` (the parameters
+            and ``xs``), each of its input's shape.
         method: ``"central"`` differences or ``"complex"`` step (see module docstring).
+        cell, hidden, output, loss: the model, as for :func:`bptt_ref.loss_and_grad`.
     """
-    check_names(hidden, output, loss)
-    p, x, y = check_inputs(params, xs, targets, loss=loss)
+    spec = cell_named(cell)
+    check_names(hidden, output, loss, cell=spec)
+    p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
     assert y is not None
     theta = {**p, "xs": x}
-    missing = sorted(set(GRAD_NAMES) - set(direction))
+    keys = spec.grad_names
+    missing = sorted(set(keys) - set(direction))
     if missing:
-        raise ValueError(f"direction is missing keys {missing}; expected {', '.join(GRAD_NAMES)}")
-    u = {k: np.asarray(direction[k], dtype=np.float64) for k in GRAD_NAMES}
-    for k in GRAD_NAMES:
+        raise ValueError(f"direction is missing keys {missing}; expected {', '.join(keys)}")
+    u = {k: np.asarray(direction[k], dtype=np.float64) for k in keys}
+    for k in keys:
         if u[k].shape != theta[k].shape:
             raise ValueError(f"direction[{k!r}] has shape {u[k].shape}; expected {theta[k].shape}")
 
     def at(step: complex, dtype: type[np.inexact[Any]]) -> Any:
-        moved = {k: theta[k].astype(dtype) + step * u[k] for k in GRAD_NAMES}
+        moved = {k: theta[k].astype(dtype) + step * u[k] for k in keys}
         xs_moved = moved.pop("xs")
-        return loss_value(moved, xs_moved, y.astype(np.float64), hidden, output, loss)
+        return loss_value(moved, xs_moved, y.astype(np.float64), spec, hidden, output, loss)
 
     if method == "complex":
         return Estimate(float(np.imag(at(1j * COMPLEX_STEP, np.complex128)) / COMPLEX_STEP), 0.0)

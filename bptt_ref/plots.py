@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bptt_ref._rnn import random_params
+from bptt_ref._model import random_params
 from bptt_ref.note_form import jacobian_product_norms, lag_contributions
 
 REGIMES: dict[str, float] = {"contracting": 0.8, "expanding": 1.2}

@@ -26,6 +26,7 @@ def scaled(case: Case, where: str, magnitude: float) -> Case:
     trace = bptt_ref.forward(
         params, case.xs.astype(np.float64), hidden=case.hidden, output=case.output
     )
+    assert trace.a is not None
     weight, bias, reached = ("U", "b_y", trace.z) if where == "logits" else ("V", "b_h", trace.a)
     peak = float(np.max(np.abs(reached)))
     factor = magnitude / peak if peak > 0 else 1.0

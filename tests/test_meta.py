@@ -8,6 +8,8 @@ Hypothesis must find (and shrink) a case on which the check fails.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import types
 
@@ -19,6 +21,7 @@ from hypothesis.errors import NoSuchExample
 import bptt_ref
 from bptt_ref import _rnn, cli
 from bptt_ref.cases import Case
+from bptt_ref.cells import CELLS
 
 # name: (line as written in _rnn.py, the planted replacement)
 BUGS: dict[str, tuple[str, str]] = {
@@ -51,14 +54,14 @@ PAIRS = [
 
 
 def mutant(original: str, replacement: str) -> LossAndGrad:
-    """``loss_and_grad`` from the source of ``bptt_ref._rnn`` with one line replaced."""
+    """``loss_and_grad`` whose RNN runs the source of ``bptt_ref._rnn`` with one line replaced."""
     source = inspect.getsource(_rnn)
     assert source.count(original) == 1, f"the line {original!r} is gone from _rnn.py"
     module = types.ModuleType("bptt_ref._rnn_mutant")
     module.__dict__["__package__"] = "bptt_ref"
     exec(compile(source.replace(original, replacement), "<mutant>", "exec"), module.__dict__)
-    loss_and_grad: LossAndGrad = module.loss_and_grad
-    return loss_and_grad
+    cell = dataclasses.replace(CELLS["rnn"], fused=module.fused_loss_and_grad)
+    return functools.partial(bptt_ref.loss_and_grad, cell=cell)
 
 
 def planted(bug: str) -> LossAndGrad:

@@ -37,6 +37,7 @@ def test_cases_respect_their_bounds(case: Case) -> None:
 def test_kink_style_puts_units_exactly_at_zero(case: Case) -> None:
     trace = bptt_ref.forward(case.params, case.xs, hidden=case.hidden, output=case.output)
     dead = ~case.params["V"].any(axis=1)
+    assert trace.a is not None
     assert (trace.a[:, :, dead] == 0).all()
 
 

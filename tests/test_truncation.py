@@ -164,7 +164,7 @@ def test_padded_positions_contribute_exactly_nothing(
 
 def _small() -> tuple[dict[str, Any], Any, Any]:
     rng = np.random.default_rng(3)
-    sizes = {"batch_size": 2, "input_size": 2, "hidden_size": 3, "output_size": 2}
+    sizes: dict[str, Any] = {"batch_size": 2, "input_size": 2, "hidden_size": 3, "output_size": 2}
     params = bptt_ref.random_params(rng, **sizes)
     return params, rng.standard_normal((5, 2, 2)), rng.standard_normal((5, 2, 2))
 

@@ -261,8 +261,14 @@ def test_inputs_are_never_modified_and_dtype_is_kept(case: Case) -> None:
         assert g.shape == arrays[k].shape, k
     T, B, _ = case.xs.shape
     H, O = case.params["W"].shape[0], case.targets.shape[-1]
-    assert [a.shape for a in trace] == [(T, B, H), (T, B, H), (T, B, O), (T, B, O)]
-    assert all(a.dtype == case.dtype for a in trace)
+    assert trace.a is not None  # the RNN's trace has its pre-activations
+    assert [a.shape for a in (trace.a, trace.h, trace.z, trace.y_hat)] == [
+        (T, B, H),
+        (T, B, H),
+        (T, B, O),
+        (T, B, O),
+    ]
+    assert all(a.dtype == case.dtype for a in (trace.a, trace.h, trace.z, trace.y_hat))
 
 
 @given(cases(max_T=6))

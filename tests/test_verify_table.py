@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import bptt_ref
-from bptt_ref import GRAD_NAMES, _rnn, cli
+from bptt_ref import GRAD_NAMES, _model, cli
 
 COLUMNS = (*GRAD_NAMES, "cstep")
 
@@ -26,7 +26,7 @@ def verify_table(capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str
 
 def w_scaled(params: Any, xs: Any, targets: Any, **config: str) -> Any:
     """The real gradient with ∂L/∂W 0.1% too large."""
-    loss, grads = _rnn.loss_and_grad(params, xs, targets, **config)
+    loss, grads = _model.loss_and_grad(params, xs, targets, **config)
     return loss, {**grads, "W": 1.001 * grads["W"]}
 
 
