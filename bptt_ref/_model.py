@@ -43,7 +43,8 @@ class Trace(NamedTuple):
 def _head(params: Mapping[str, Array], h: Array, output: str) -> tuple[Array, Array]:
     """``(z, ŷ)``: ``z_t = h_t Uᵀ + b_y`` (T, B, O) and ``ŷ_t = f_y(z_t)``, for h (T, B, H)."""
     T, B, H = h.shape
-    z = (h.reshape(T * B, H) @ params["U"].T).reshape(T, B, -1)
+    U = params["U"]
+    z = (h.reshape(T * B, H) @ U.T).reshape(T, B, U.shape[0])
     z += params["b_y"]
     return z, OUTPUT[output].f(z)
 
@@ -132,7 +133,7 @@ def head_backward(
         m = step_mask
         value = float(loss_sum(loss, z[m], y_hat[m], targets[m]))
         g = loss_grad_logits(output, loss, z, y_hat, targets) * m[:, :, None]
-    rows_g = g.reshape(T * B, -1)
+    rows_g = g.reshape(T * B, params["U"].shape[0])
     grads = {"U": rows_g.T @ h.reshape(T * B, H), "b_y": rows_g.sum(axis=0)}
     return value, g @ params["U"], grads
 

@@ -1,6 +1,6 @@
-"""RNN gradient test cases built by NumPy from a few labels (NumPy only).
+"""Gradient test cases for every cell, built by NumPy from a few labels (NumPy only).
 
-A :class:`Case` is the arrays of one problem plus the labels that made them: shape,
+A :class:`Case` is the arrays of one problem plus the labels that made them: cell, shape,
 configuration, dtype, weight regime, input style and an RNG seed. :func:`make_case`
 builds the arrays deterministically from the labels, so a case is reproduced from its
 ``repr``. The Hypothesis strategies that draw these labels are in
@@ -19,16 +19,19 @@ from numpy.typing import NDArray
 
 from bptt_ref._activations import softmax
 from bptt_ref._model import random_params
+from bptt_ref.cells import CELLS
 
 __all__ = ["INPUT_STYLES", "REGIMES", "Case", "Config", "make_case"]
 
 REGIMES: dict[str, float] = {"contracting": 0.5, "near_critical": 1.0, "expanding": 1.5}
-"""Weight regimes: the spectral radius of ``W`` each one sets."""
+"""Weight regimes: the spectral radius of ``W`` (each gate's block of ``W_hh``) each one sets."""
 
 INPUT_STYLES: tuple[str, ...] = ("normal", "zeros", "large", "kink")
 """How inputs are drawn: standard normal; with exact zeros in ``xs``, ``h0`` and the
-targets; ``xs`` scaled by 30; or with some hidden units held exactly at the kink
-``a = 0`` (their rows of ``V``, ``W`` and ``b_h`` zeroed).
+targets (and every initial state); ``xs`` scaled by 30; or with some hidden units held
+exactly at the kink ``a = 0`` (their rows of ``V``, ``W`` and ``b_h`` zeroed; in a gated
+cell, their rows in every gate block of ``W_ih``, ``W_hh``, ``b_ih`` and ``b_hh``, which
+puts every gate of the unit at a pre-activation of exactly 0).
 
 ``bptt_ref.strategies.cases`` never pairs "large" with softmax + mse: squared error on a
 saturated softmax (logits in the hundreds) computes a vanishing gradient as the
@@ -49,8 +52,9 @@ class Config(TypedDict):
 class Case:
     """One drawn test case: arrays plus the configuration that goes with them.
 
-    ``params`` holds ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
-    ``h0`` (B, H); ``xs`` is (T, B, D) and ``targets`` (T, B, O), all of ``dtype``.
+    ``params`` holds the parameters of ``cell`` (``bptt_ref.cells.CELLS[cell].names``; for
+    the RNN ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,), ``h0``
+    (B, H)); ``xs`` is (T, B, D) and ``targets`` (T, B, O), all of ``dtype``.
     """
 
     params: dict[str, NDArray[np.floating]]
@@ -62,12 +66,14 @@ class Case:
     regime: str
     style: str
     seed: int
+    cell: str = "rnn"
 
     @property
     def dims(self) -> dict[str, int]:
         """``{"T", "B", "D", "H", "O"}`` sizes of this case."""
         T, B, D = self.xs.shape
-        return {"T": T, "B": B, "D": D, "H": self.params["W"].shape[0], "O": self.targets.shape[-1]}
+        H = self.params["h0"].shape[-1]
+        return {"T": T, "B": B, "D": D, "H": H, "O": self.targets.shape[-1]}
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -86,8 +92,9 @@ class Case:
 
     def __repr__(self) -> str:
         dims = " ".join(f"{k}={v}" for k, v in self.dims.items())
+        cell = "" if self.cell == "rnn" else f"cell={self.cell} "
         return (
-            f"Case({dims} dtype={self.dtype} hidden={self.hidden} output={self.output} "
+            f"Case({cell}{dims} dtype={self.dtype} hidden={self.hidden} output={self.output} "
             f"loss={self.loss} regime={self.regime} style={self.style} seed={self.seed})"
         )
 
@@ -117,9 +124,11 @@ def make_case(
     style: str,
     seed: int,
     large_scale: float = 30.0,
+    cell: str = "rnn",
 ) -> Case:
     """Build the arrays of a :class:`Case` deterministically from its labels and seed."""
     rng = np.random.default_rng(seed)
+    spec = CELLS[cell]
     T, B, D, H, O = (dims[d] for d in "TBDHO")
     params = random_params(
         rng,
@@ -128,20 +137,34 @@ def make_case(
         hidden_size=H,
         output_size=O,
         spectral_radius=REGIMES[regime],
+        cell=spec,
     )
     xs = rng.standard_normal((T, B, D))
     if style == "zeros":
         xs[rng.random(xs.shape) < 0.5] = 0.0
-        params["h0"][rng.random((B, H)) < 0.5] = 0.0
+        for state in spec.states:
+            params[state][rng.random((B, H)) < 0.5] = 0.0
     elif style == "large":
         xs *= large_scale
     elif style == "kink":
         at_kink = rng.random(H) < 0.5
-        for name in ("V", "W", "b_h"):
-            params[name][at_kink] = 0.0
-        params["h0"][:, at_kink] = 0.0
+        for name in spec.params:
+            if name in spec.states:
+                params[name][:, at_kink] = 0.0
+            else:  # rows of unit j in every gate block: j, H + j, 2H + j, ...
+                gates = params[name].shape[0] // H
+                params[name][np.tile(at_kink, gates)] = 0.0
     targets = _targets(rng, loss, (T, B, O), style)
     cast = {k: v.astype(dtype) for k, v in params.items()}
     return Case(
-        cast, xs.astype(dtype), targets.astype(dtype), hidden, output, loss, regime, style, seed
+        cast,
+        xs.astype(dtype),
+        targets.astype(dtype),
+        hidden,
+        output,
+        loss,
+        regime,
+        style,
+        seed,
+        cell,
     )

@@ -25,6 +25,7 @@ from bptt_ref.cases import REGIMES as REGIMES
 from bptt_ref.cases import Case as Case
 from bptt_ref.cases import Config as Config
 from bptt_ref.cases import make_case as make_case
+from bptt_ref.cells import CELLS
 
 # The case model (Case, make_case, REGIMES, INPUT_STYLES, Config) lives in the NumPy-only
 # bptt_ref.cases; it is re-exported here, where users of the strategies have imported it.
@@ -64,6 +65,7 @@ def _size(name: str, low: int, high: int) -> st.SearchStrategy[int]:
 def cases(
     draw: st.DrawFn,
     *,
+    cells: Sequence[str] = ("rnn",),
     hidden: Sequence[str] | None = None,
     heads: Sequence[tuple[str, str]] | None = None,
     dtypes: Sequence[Any] = (np.float64, np.float32),
@@ -76,10 +78,12 @@ def cases(
     max_H: int = 8,
     max_O: int = 4,
 ) -> Case:
-    """Test cases over shapes, configurations, dtypes, weight regimes and input styles.
+    """Test cases over cells, shapes, configurations, dtypes, weight regimes and input styles.
 
-    Every dim but T starts at 1; the defaults keep every case in the JAX oracle's
-    smallest compilation bucket.
+    ``cells`` are names of ``bptt_ref.cells.CELLS`` (default: the vanilla RNN only); a
+    gated cell draws only the hidden activations it accepts (``"tanh"``). Every dim but
+    T starts at 1; the defaults keep every case in the JAX oracle's smallest compilation
+    bucket.
     """
     for name in regimes:
         if name not in REGIMES:
@@ -87,7 +91,14 @@ def cases(
     for name in styles:
         if name not in INPUT_STYLES:
             raise InvalidArgument(f"style {name!r} is not one of {list(INPUT_STYLES)}")
-    hidden_name, output, loss = draw(configurations(hidden=hidden, heads=heads))
+    for name in cells:
+        if name not in CELLS:
+            raise InvalidArgument(f"cell {name!r} is not one of {list(CELLS)}")
+    cell = draw(st.sampled_from(list(cells)))
+    accepted = [h for h in (HIDDEN if hidden is None else hidden) if h in CELLS[cell].activations]
+    if not accepted:
+        raise InvalidArgument(f"hidden={hidden!r} has no activation that cell {cell!r} accepts")
+    hidden_name, output, loss = draw(configurations(hidden=accepted, heads=heads))
     allowed = [s for s in styles if not (s == "large" and (output, loss) == ("softmax", "mse"))]
     if not allowed:
         raise InvalidArgument("styles=('large',) cannot be drawn with the softmax + mse head")
@@ -107,4 +118,5 @@ def cases(
         regime=draw(st.sampled_from(list(regimes))),
         style=draw(st.sampled_from(allowed)),
         seed=draw(st.integers(0, 2**32 - 1)),
+        cell=cell,
     )

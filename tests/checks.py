@@ -69,10 +69,10 @@ def check_directional(
     for central differences, 0 for the complex step), relative to Σ|g_i u_i|.
     """
     __tracebackhide__ = True
-    _, grads = loss_and_grad(case.params, case.xs, case.targets, **case.config)
+    _, grads = loss_and_grad(case.params, case.xs, case.targets, cell=case.cell, **case.config)
     u = random_direction(np.random.default_rng(case.seed), case.params, case.xs)
     numeric = directional_estimate(
-        case.params, case.xs, case.targets, u, method=method, **case.config
+        case.params, case.xs, case.targets, u, method=method, cell=case.cell, **case.config
     )
     err = directional_error(grads, u, numeric.value)
     magnitude = sum(float(np.sum(np.abs(grads[k] * u[k]))) for k in u)

@@ -9,9 +9,9 @@ Hypothesis must find (and shrink) a case on which the check fails.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import types
+from typing import Any
 
 import pytest
 from checks import ORACLES, LossAndGrad
@@ -60,8 +60,13 @@ def mutant(original: str, replacement: str) -> LossAndGrad:
     module = types.ModuleType("bptt_ref._rnn_mutant")
     module.__dict__["__package__"] = "bptt_ref"
     exec(compile(source.replace(original, replacement), "<mutant>", "exec"), module.__dict__)
-    cell = dataclasses.replace(CELLS["rnn"], fused=module.fused_loss_and_grad)
-    return functools.partial(bptt_ref.loss_and_grad, cell=cell)
+    planted = dataclasses.replace(CELLS["rnn"], fused=module.fused_loss_and_grad)
+
+    def loss_and_grad(*args: Any, cell: str = "rnn", **config: Any) -> Any:
+        assert cell == "rnn", cell  # the planted bugs are in the RNN's source
+        return bptt_ref.loss_and_grad(*args, cell=planted, **config)
+
+    return loss_and_grad
 
 
 def planted(bug: str) -> LossAndGrad:
