@@ -94,10 +94,12 @@ def check_inputs(
     missing = [k for k in PARAM_NAMES if k not in params]
     extra = sorted(str(k) for k in params if k not in PARAM_NAMES)
     if missing or extra:
-        raise ValueError(
-            f"params has missing keys {missing} and unexpected keys {extra}; "
-            f"expected exactly {', '.join(PARAM_NAMES)}"
+        found = " and ".join(
+            f"{what} keys {keys}"
+            for what, keys in (("missing", missing), ("unexpected", extra))
+            if keys
         )
+        raise ValueError(f"params has {found}; expected exactly {', '.join(PARAM_NAMES)}")
     arrays = {k: _as_float_array(k, params[k]) for k in PARAM_NAMES}
     arrays["xs"] = _as_float_array("xs", xs)
     if targets is not None:
@@ -113,7 +115,8 @@ def check_inputs(
     for name, arr in arrays.items():
         if arr.ndim != len(_SHAPES[name]):
             raise ValueError(
-                f"{name} has shape {arr.shape}; expected {len(_SHAPES[name])} dims "
+                f"{name} has shape {arr.shape}; expected {len(_SHAPES[name])} "
+                f"{'dim' if len(_SHAPES[name]) == 1 else 'dims'} "
                 f"({', '.join(_SHAPES[name])})"
             )
 

@@ -287,11 +287,17 @@ def _checked_output(
     if search.keys is None:
         search.keys = keys
     elif keys != search.keys:
-        missing = sorted(set(search.keys) - set(keys))
-        added = sorted(set(keys) - set(search.keys))
+        changes = ", ".join(
+            f"{what} {names}"
+            for what, names in (
+                ("missing", sorted(set(search.keys) - set(keys))),
+                ("new", sorted(set(keys) - set(search.keys))),
+            )
+            if names
+        )
         raise ProtocolError(
             f"{target} returned keys {list(search.keys)} on the first case but {list(keys)} "
-            f"{where} (missing {missing}, new {added}); return the same keys every time"
+            f"{where} ({changes}); return the same keys every time"
         )
     inputs = {**case.params, "xs": case.xs}
     # float32 inputs may get a float64 answer (more accurate than needed); float64
@@ -449,7 +455,8 @@ def _hints(
     nonfinite = [k for k in wrong if not np.all(np.isfinite(actual[k]))]
     if nonfinite:
         hints.append(
-            f"{', '.join(nonfinite)} contain NaN or inf on finite inputs: an edge case of "
+            f"{', '.join(nonfinite)} {'contains' if len(nonfinite) == 1 else 'contain'} NaN or inf "
+            "on finite inputs: an edge case of "
             f"this case's inputs ({_STYLE_MEANING[case.style]}), e.g. 0/0, log(0) or an "
             "overflowing exp"
         )

@@ -140,7 +140,7 @@ def test_import_failure_exits_2(env: dict[str, str], tmp_path: Path) -> None:
         (["planted.protocol:not_a_mapping"], "returned a list"),
         (["planted.protocol:b_h_as_row"], "expected (H,) = "),
         (["planted.protocol:float32_result"], "with dtype float32"),
-        (["planted.protocol:h0_only_for_short"], "(missing ['h0'], new [])"),
+        (["planted.protocol:h0_only_for_short"], "(missing ['h0']); return"),
         (["planted.protocol:two_arguments"], "cannot be called as fn(params, xs, targets)"),
         (["planted.batched"], "expected PATH.py:FUNC or package.module:FUNC"),
         (["planted.batched:no_such_function"], "defines no 'no_such_function'"),
