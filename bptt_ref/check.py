@@ -111,12 +111,19 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from bptt_ref.cli import progress_bar
     from bptt_ref.testing import ProtocolError, check_gradients
 
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    bar = progress_bar(err, "{task.fields[calls]} calls of fn")
+    task = bar.add_task("importing", total=args.examples, calls=0)
+
+    def show(phase: str, examples: int, calls: int) -> None:
+        bar.update(task, description=phase, completed=examples, calls=calls, refresh=True)
+
     try:
-        with importable(args.target):
+        with importable(args.target), bar:
             fn, binding = load_function(args.target)
             result = check_gradients(
                 fn,
@@ -131,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 save_dir=args.save_dir,
                 name=args.target,
                 binding=binding,
+                progress=show,
             )
     except (UsageError, ValueError) as exc:
         err.print(f"bptt-ref check: usage error: {exc}", markup=False, soft_wrap=True)
@@ -152,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(
         f"ok: {', '.join(result.keys)} agree with the reference on {result.examples} cases "
-        f"({config}, seed {args.seed})",
+        f"({config}, seed {args.seed}) in {result.time_spent}",
         markup=False,
         soft_wrap=True,
     )

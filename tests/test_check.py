@@ -61,6 +61,10 @@ def test_right_implementations_pass(
     done = check(env, tmp_path, target, "--examples", "200", *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "agree with the reference on 200 cases" in done.stdout
+    split = r"in [\d.]+ s \([\d.]+ s compiling the oracle, [\d.]+ s on the cases\)"
+    assert re.search(split, done.stdout), done.stdout
+    # Progress is for a terminal: a captured stderr holds none.
+    assert "searching" not in done.stderr
     assert not list(tmp_path.glob("*.npz"))
 
 
@@ -245,3 +249,15 @@ def test_sys_path_is_restored_after_the_check(
             sys.modules.pop(name, None)
     assert code == 0, capsys.readouterr()
     assert sys.path == before
+
+
+def test_progress_on_a_terminal_names_each_phase(env: dict[str, str], tmp_path: Path) -> None:
+    terminal = {**env, "TTY_COMPATIBLE": "1", "COLUMNS": "120"}
+    done = check(terminal, tmp_path, "planted.batched:mean_over_time", "--examples", "40")
+    assert done.returncode == 1, done.stdout + done.stderr
+    shown = done.stderr
+    for phase in ("importing", "searching", "compiling the oracle", "shrinking", "explaining"):
+        assert phase in shown, shown
+    assert "1/40" in shown
+    assert "calls of fn" in shown
+    assert re.search(r"first failure after \d+ example\(s\) in [\d.]+ s \(", done.stdout)
