@@ -102,6 +102,11 @@ def check_inputs(
     missing = [k for k in names if k not in params]
     extra = sorted(str(k) for k in params if k not in names)
     if missing or extra:
+        listed = " and ".join(
+            f"{what} keys {keys}"
+            for what, keys in (("missing", missing), ("unexpected", extra))
+            if keys
+        )
         found = [
             other.name
             for other in CELLS.values()
@@ -109,8 +114,7 @@ def check_inputs(
         ]
         whose = f" (these are the keys of cell {found[0]!r})" if found else ""
         raise ValueError(
-            f"params has missing keys {missing} and unexpected keys {extra}{whose}; "
-            f"expected exactly {', '.join(names)}{of_cell}"
+            f"params has {listed}{whose}; expected exactly {', '.join(names)}{of_cell}"
         )
     shapes = cell.shapes
     arrays = {k: _as_float_array(k, params[k]) for k in names}
@@ -128,7 +132,8 @@ def check_inputs(
     for name, arr in arrays.items():
         if arr.ndim != len(shapes[name]):
             raise ValueError(
-                f"{name} has shape {arr.shape}; expected {len(shapes[name])} dims "
+                f"{name} has shape {arr.shape}; expected {len(shapes[name])} "
+                f"{'dim' if len(shapes[name]) == 1 else 'dims'} "
                 f"({', '.join(shapes[name])}){of_cell}"
             )
 

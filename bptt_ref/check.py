@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import runpy
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +28,46 @@ class UsageError(Exception):
     """The target cannot be loaded or the arguments are invalid; the message says why."""
 
 
-def load_function(spec: str) -> tuple[Callable[..., Any], str]:
-    """Load ``PATH.py:FUNC`` or ``package.module:FUNC``; returns ``(fn, lines that bind fn)``.
-
-    ``FUNC`` may be dotted (``Class.method``). A file is run with ``__name__`` set to
-    its stem, so its ``if __name__ == "__main__":`` block does not run.
-    """
+def _split(spec: str) -> tuple[str, str]:
+    """``(PATH.py or package.module, FUNC)`` of a target."""
     where, sep, attr = spec.rpartition(":")
     if not sep or not where or not attr:
         raise UsageError(
             f"cannot read the target {spec!r}; expected PATH.py:FUNC or package.module:FUNC"
         )
+    return where, attr
+
+
+@contextmanager
+def importable(spec: str) -> Iterator[None]:
+    """Let the target import what it could import when run by ``python``, while inside.
+
+    For ``PATH.py:FUNC`` the file's folder (symlinks resolved) goes first on
+    ``sys.path``, as ``python PATH.py`` and pytest's rootdir insertion put it, so the
+    file can import its neighbours; for ``package.module:FUNC`` the current directory
+    goes first, as ``python -m package.module`` puts it. ``python`` keeps that entry for
+    the life of the program; here the program is the check, loading the file and every
+    call of ``fn`` (which may import lazily), so ``sys.path`` is restored on leaving.
+    """
+    where, _ = _split(spec)
+    first = str(Path(where).resolve().parent) if where.endswith(".py") else os.getcwd()
+    saved = list(sys.path)
+    sys.path.insert(0, first)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def load_function(spec: str) -> tuple[Callable[..., Any], str]:
+    """Load ``PATH.py:FUNC`` or ``package.module:FUNC``; returns ``(fn, lines that bind fn)``.
+
+    ``FUNC`` may be dotted (``Class.method``). A file is run with ``__name__`` set to
+    its stem, so its ``if __name__ == "__main__":`` block does not run. Imports resolve
+    against ``sys.path`` as it is: call this inside :func:`importable` for the rule of
+    ``bptt-ref check``.
+    """
+    where, attr = _split(spec)
     head, *rest = attr.split(".")
     if where.endswith(".py"):
         path = Path(where).resolve()
@@ -48,14 +80,18 @@ def load_function(spec: str) -> tuple[Callable[..., Any], str]:
                 f"running {where} raised {type(exc).__name__}: {exc}; fix the file so that it runs"
             ) from exc
         obj = namespace.get(head, _MISSING)
-        binding = f"import runpy\n{head} = runpy.run_path({str(path)!r})[{head!r}]"
+        # The reproducer runs the file as the check did: with its folder importable.
+        binding = (
+            f"import runpy\nimport sys\nsys.path.insert(0, {str(path.parent)!r})\n"
+            f"{head} = runpy.run_path({str(path)!r})[{head!r}]"
+        )
     else:
         try:
             module = importlib.import_module(where)
         except Exception as exc:
             raise UsageError(
-                f"importing {where} raised {type(exc).__name__}: {exc}; install the package or "
-                "put its directory on PYTHONPATH"
+                f"importing {where} raised {type(exc).__name__}: {exc}; run from the directory "
+                "that holds it, install the package, or put its directory on PYTHONPATH"
             ) from exc
         obj = getattr(module, head, _MISSING)
         binding = f"from {where} import {head}"
@@ -75,13 +111,20 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from bptt_ref.cli import progress_bar
     from bptt_ref.testing import ProtocolError, check_gradients
 
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    bar = progress_bar(err, "{task.fields[calls]} calls of fn")
+    task = bar.add_task("importing", total=args.examples, calls=0)
+
+    def show(phase: str, examples: int, calls: int) -> None:
+        bar.update(task, description=phase, completed=examples, calls=calls, refresh=True)
+
     try:
-        fn, binding = load_function(args.target)
-        with console.status(f"checking {args.target} ..."):
+        with importable(args.target), bar:
+            fn, binding = load_function(args.target)
             result = check_gradients(
                 fn,
                 hidden=args.hidden,
@@ -95,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 save_dir=args.save_dir,
                 name=args.target,
                 binding=binding,
+                progress=show,
             )
     except (UsageError, ValueError) as exc:
         err.print(f"bptt-ref check: usage error: {exc}", markup=False, soft_wrap=True)
@@ -116,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(
         f"ok: {', '.join(result.keys)} agree with the reference on {result.examples} cases "
-        f"({config}, seed {args.seed})",
+        f"({config}, seed {args.seed}) in {result.time_spent}",
         markup=False,
         soft_wrap=True,
     )
@@ -133,10 +177,18 @@ def add_parser(commands: Any) -> None:
         description=(
             "Judge fn(params, xs, targets) -> {key: gradient} on Hypothesis-drawn cases; "
             "shrink a failure to the smallest case, save it as .npz and explain it. "
-            "Exit 0: all keys agree; 1: a mismatch or fn raised; 2: usage or protocol error."
+            "Exit 0: all keys agree; 1: a mismatch or fn raised; 2: usage or protocol error. "
+            "Imports resolve as under python: a PATH.py target runs with its own folder first "
+            "on sys.path (as `python PATH.py` does), so it can import the files beside it; a "
+            "package.module target is imported with the current directory first on sys.path "
+            "(as `python -m` does)."
         ),
     )
-    check.add_argument("target", help="PATH.py:FUNC or package.module:FUNC")
+    check.add_argument(
+        "target",
+        help="PATH.py:FUNC (the file's folder is importable) or package.module:FUNC (found "
+        "from the current directory, PYTHONPATH or the installed packages)",
+    )
     check.add_argument("--hidden", choices=bptt_ref.HIDDEN_ACTIVATIONS, default="tanh")
     check.add_argument("--output", choices=bptt_ref.OUTPUT_ACTIVATIONS, default="identity")
     check.add_argument("--loss", choices=bptt_ref.LOSSES, default="mse")

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +31,10 @@ from bptt_ref.compare import (
     KeyComparison,
     directional_error,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 SHAPES: dict[str, tuple[dict[str, int], ...]] = {
     "quick": ({"T": 5, "B": 3, "D": 4, "H": 6, "O": 3},),
@@ -173,21 +179,63 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def progress_bar(console: Console, *fields: str) -> Progress:
+    """A progress display on ``console`` (stderr): description, bar, done/total, ``fields``.
+
+    Transient, and silent where stderr is not a terminal, so captured output stays the
+    result alone; each update should pass ``refresh=True`` to show a phase the moment it
+    starts (a compilation blocks the caller for seconds).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(f) for f in fields),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        # The checked function's prints stay on stdout, where they were written.
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+
+
 def _vectors(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bptt_ref import vectors
+    from bptt_ref.jax_reference import compile_clock, time_split
 
     console = Console(highlight=False)
+    bar = progress_bar(Console(stderr=True))
+    task = bar.add_task(f"writing golden vectors to {args.out}", total=None)
+
+    def show(done: int, total: int) -> None:
+        bar.update(task, description="writing cases", completed=done, total=total, refresh=True)
+
+    def compiling() -> None:
+        bar.update(task, description="compiling the oracle", refresh=True)
+
+    started = time.perf_counter()
     try:
-        with console.status(f"writing golden vectors to {args.out} ..."):
-            manifest = vectors.write(args.out, seed=args.seed)
+        with bar, compile_clock(on_event=compiling) as clock:
+            manifest = vectors.write(args.out, seed=args.seed, progress=show)
     except RuntimeError as exc:
         console.print(f"FAIL {exc}", markup=False, soft_wrap=True)
         return 1
+    seconds = time.perf_counter() - started
     console.print(
         f"wrote {len(manifest['cases'])} cases (float64 and float32) and {vectors.MANIFEST} "
-        f"to {args.out}; every gradient agrees with the JAX oracle",
+        f"to {args.out} in {time_split(seconds, clock.seconds)}; every gradient agrees with "
+        "the JAX oracle",
         markup=False,
         soft_wrap=True,
     )

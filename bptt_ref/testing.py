@@ -119,8 +119,11 @@ class Report:
         snippet: Python lines that reload the reproducer and call ``fn`` on it.
         examples: cases tried until the first failure.
         calls: every call of ``fn`` during the search and the shrinking.
-        seconds: wall time ``(to the first failure, of the shrinking)``; the first
-            includes the oracle's compilation.
+        seconds: wall time ``(to the first failure, of the shrinking)``.
+        compiling: the part of each of :attr:`seconds` that JAX spent compiling the
+            oracle (once per bucket of shapes and per dtype, by
+            :func:`bptt_ref.jax_reference.compile_clock`); the rest went to running
+            ``fn`` and judging its results.
     """
 
     target: str
@@ -134,6 +137,7 @@ class Report:
     examples: int
     calls: int
     seconds: tuple[float, float]
+    compiling: tuple[float, float]
 
     @property
     def wrong_keys(self) -> list[str]:
@@ -141,6 +145,8 @@ class Report:
         return [v.key for v in self.verdicts if not v.ok]
 
     def __str__(self) -> str:
+        from bptt_ref.jax_reference import time_split
+
         case = self.case
         dims = case.dims
         what = "raised an exception" if self.error else "disagrees with the reference"
@@ -148,9 +154,10 @@ class Report:
             f"{self.target} {what}",
             f"  configuration: hidden={case.hidden} output={case.output} loss={case.loss} "
             f"dtype={case.dtype}; keys checked: {', '.join(self.keys)}",
-            f"  first failure after {self.examples} example(s) in {self.seconds[0]:.1f} s; "
-            f"shrunk in {self.calls} calls of fn ({self.seconds[1]:.1f} s) to the smallest "
-            "failing case:",
+            f"  first failure after {self.examples} example(s) in "
+            f"{time_split(self.seconds[0], self.compiling[0])};",
+            f"  shrunk in {self.calls} calls of fn in "
+            f"{time_split(self.seconds[1], self.compiling[1])} to the smallest failing case:",
             f"    T={dims['T']} B={dims['B']} H={dims['H']} (D={dims['D']} O={dims['O']}), "
             f"regime={case.regime} style={case.style} ({_STYLE_MEANING[case.style]}) "
             f"seed={case.seed}",
@@ -195,17 +202,28 @@ class CheckResult:
         worst: per key, the verdict with the largest ``err / bound`` seen; on a
             failure, the verdicts of the cases before it.
         report: ``None`` when every key agreed on every case.
+        seconds: wall time of the search (with the shrinking, on a failure).
+        compiling: the part of :attr:`seconds` that JAX spent compiling the oracle.
     """
 
     keys: tuple[str, ...]
     examples: int
     worst: dict[str, KeyComparison]
     report: Report | None
+    seconds: float
+    compiling: float
 
     @property
     def ok(self) -> bool:
         """Whether every key agreed with the reference on every case."""
         return self.report is None
+
+    @property
+    def time_spent(self) -> str:
+        """Where :attr:`seconds` went, in words: compiling the oracle, and the cases."""
+        from bptt_ref.jax_reference import time_split
+
+        return time_split(self.seconds, self.compiling)
 
 
 @dataclass
@@ -217,6 +235,7 @@ class _Search:
     examples_to_failure: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_failure: float = 0.0
+    compiling_to_failure: float = 0.0
     worst: dict[str, KeyComparison] = field(default_factory=dict)
     # The last failing case: Hypothesis replays the shrunk example last.
     failing: Case | None = None
@@ -296,11 +315,17 @@ def _checked_output(
     if search.keys is None:
         search.keys = keys
     elif keys != search.keys:
-        missing = sorted(set(search.keys) - set(keys))
-        added = sorted(set(keys) - set(search.keys))
+        changes = ", ".join(
+            f"{what} {names}"
+            for what, names in (
+                ("missing", sorted(set(search.keys) - set(keys))),
+                ("new", sorted(set(keys) - set(search.keys))),
+            )
+            if names
+        )
         raise ProtocolError(
             f"{target} returned keys {list(search.keys)} on the first case but {list(keys)} "
-            f"{where} (missing {missing}, new {added}); return the same keys every time"
+            f"{where} ({changes}); return the same keys every time"
         )
     inputs = {**case.params, "xs": case.xs}
     # float32 inputs may get a float64 answer (more accurate than needed); float64
@@ -513,7 +538,8 @@ def _hints(
     nonfinite = [k for k in wrong if not np.all(np.isfinite(actual[k]))]
     if nonfinite:
         hints.append(
-            f"{', '.join(nonfinite)} contain NaN or inf on finite inputs: an edge case of "
+            f"{', '.join(nonfinite)} {'contains' if len(nonfinite) == 1 else 'contain'} NaN or inf "
+            "on finite inputs: an edge case of "
             f"this case's inputs ({_STYLE_MEANING[case.style]}), e.g. 0/0, log(0) or an "
             "overflowing exp"
         )
@@ -646,6 +672,7 @@ def check_gradients(
     save_dir: str | Path | None = None,
     name: str | None = None,
     binding: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> CheckResult:
     """Run ``fn`` on Hypothesis-drawn cases and judge every returned key against the oracle.
 
@@ -667,6 +694,11 @@ def check_gradients(
         name: how ``fn`` is named in the report; by default ``module:qualname``.
         binding: Python lines that bind ``fn`` in the reproducer snippet; by default an
             import of ``fn`` from its module.
+        progress: called as ``progress(phase, examples, calls)`` at each case and when
+            the phase changes: ``phase`` is ``"searching"``, ``"compiling the oracle"``
+            (the first case of a size compiles it), ``"shrinking"`` or ``"explaining the
+            failure"`` (the probes behind the hints); ``examples`` counts the cases tried
+            until the first failure, ``calls`` every call of ``fn``.
 
     Returns:
         A :class:`CheckResult`; ``result.report`` is ``None`` exactly when every key
@@ -681,6 +713,7 @@ def check_gradients(
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as seeded
 
+    from bptt_ref.jax_reference import compile_clock
     from bptt_ref.strategies import cases
 
     check_names(hidden, output, loss)
@@ -718,10 +751,11 @@ def check_gradients(
         search.failing = case
         if not search.first_failure:
             search.examples_to_failure += 1
+        tell("shrinking" if search.first_failure else "searching")
         try:
             actual = _call(fn, case, search, target)
         except _Raised:
-            search.first_failure = search.first_failure or time.perf_counter()
+            failed()
             raise
         verdicts = _judge(actual, case, search.keys or ())
         if all(v.ok for v in verdicts):
@@ -731,40 +765,59 @@ def check_gradients(
                     if worst is None or v.err / v.bound > worst.err / worst.bound:
                         search.worst[v.key] = v
             return
-        search.first_failure = search.first_failure or time.perf_counter()
+        failed()
         search.actual, search.verdicts = actual, verdicts
         raise _Mismatch
 
-    try:
-        run()
-    except (_Mismatch, _Raised) as exc:
-        error = exc
-    else:
-        return CheckResult(search.keys or (), search.examples_to_failure, search.worst, None)
+    def tell(phase: str) -> None:
+        if progress is not None:
+            progress(phase, search.examples_to_failure, search.calls)
 
-    done = time.perf_counter()
-    case = search.failing
-    assert case is not None
-    # fn may have raised before it ever returned, and so before its keys were known.
-    keys = search.keys or ()
-    stem = re.sub(r"[^\w.-]+", "-", target.rsplit(":", 1)[-1].rsplit("/", 1)[-1]).strip("-")
-    directory = Path(tempfile.mkdtemp(prefix="bptt-ref-") if save_dir is None else save_dir)
-    path = _save(case, keys, directory, stem or "fn")
-    raised = isinstance(error, _Raised)
-    report = Report(
-        target=target,
-        case=case,
-        keys=keys,
-        verdicts=[] if raised else search.verdicts,
-        error="".join(traceback.format_exception(error.__cause__)) if raised else None,
-        hints=[] if raised else _hints(fn, case, keys, search.actual, search.verdicts, target),
-        reproducer=path,
-        snippet=_snippet(binding or default_binding, path, keys),
-        examples=search.examples_to_failure,
-        calls=search.calls,
-        seconds=(search.first_failure - search.started, done - search.first_failure),
+    def failed() -> None:
+        if not search.first_failure:
+            search.first_failure = time.perf_counter()
+            search.compiling_to_failure = clock.seconds
+
+    # Tracing ends before the long XLA compilation starts: from then on, say so.
+    with compile_clock(on_event=lambda: tell("compiling the oracle")) as clock:
+        try:
+            run()
+        except (_Mismatch, _Raised) as exc:
+            error = exc
+        else:
+            seconds = time.perf_counter() - search.started
+            keys = search.keys or ()
+            return CheckResult(
+                keys, search.examples_to_failure, search.worst, None, seconds, clock.seconds
+            )
+
+        done, compiled = time.perf_counter(), clock.seconds
+        tell("explaining the failure")
+        case = search.failing
+        assert case is not None
+        # fn may have raised before it ever returned, and so before its keys were known.
+        keys = search.keys or ()
+        stem = re.sub(r"[^\w.-]+", "-", target.rsplit(":", 1)[-1].rsplit("/", 1)[-1]).strip("-")
+        directory = Path(tempfile.mkdtemp(prefix="bptt-ref-") if save_dir is None else save_dir)
+        path = _save(case, keys, directory, stem or "fn")
+        raised = isinstance(error, _Raised)
+        report = Report(
+            target=target,
+            case=case,
+            keys=keys,
+            verdicts=[] if raised else search.verdicts,
+            error="".join(traceback.format_exception(error.__cause__)) if raised else None,
+            hints=[] if raised else _hints(fn, case, keys, search.actual, search.verdicts, target),
+            reproducer=path,
+            snippet=_snippet(binding or default_binding, path, keys),
+            examples=search.examples_to_failure,
+            calls=search.calls,
+            seconds=(search.first_failure - search.started, done - search.first_failure),
+            compiling=(search.compiling_to_failure, compiled - search.compiling_to_failure),
+        )
+    return CheckResult(
+        keys, search.examples_to_failure, search.worst, report, done - search.started, compiled
     )
-    return CheckResult(keys, search.examples_to_failure, search.worst, report)
 
 
 def assert_bptt_gradients(

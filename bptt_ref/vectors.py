@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,12 +130,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write(out: str | Path, *, seed: int = 0) -> dict[str, Any]:
+def write(
+    out: str | Path, *, seed: int = 0, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
     """Write the golden set to directory ``out`` and return its manifest.
 
     Every gradient is computed by the JAX oracle (:mod:`bptt_ref.jax_reference`) and
     verified against ``bptt_ref.loss_and_grad`` in each dtype before anything is
     written; the manifest goes last, so an interrupted run leaves no valid set.
+    ``progress(done, total)`` is called before the first case and after each one.
 
     Raises:
         RuntimeError: the NumPy gradient and the oracle disagree on some case (a bug
@@ -148,7 +152,10 @@ def write(out: str | Path, *, seed: int = 0) -> dict[str, Any]:
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
-    for index, spec in enumerate(_specs()):
+    specs = _specs()
+    if progress is not None:
+        progress(0, len(specs))
+    for index, spec in enumerate(specs):
         name = _name(index, spec)
         arrays: dict[str, Any] = {}
         tolerances: dict[str, Any] = {}
@@ -190,6 +197,8 @@ def write(out: str | Path, *, seed: int = 0) -> dict[str, Any]:
                 "dtypes": tolerances,
             }
         )
+        if progress is not None:
+            progress(index + 1, len(specs))
     manifest = {
         "format": "bptt-ref golden vectors",
         "format_version": FORMAT_VERSION,

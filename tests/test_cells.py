@@ -118,7 +118,7 @@ def test_forward_trace(cell: str) -> None:
 def test_parameters_of_another_cell_are_named_as_such() -> None:
     lstm = _case("lstm")
     message = (
-        "params has missing keys [] and unexpected keys ['c0'] (these are the keys of cell "
+        "params has unexpected keys ['c0'] (these are the keys of cell "
         "'lstm'); expected exactly W_ih, W_hh, b_ih, b_hh, U, b_y, h0 for cell 'gru'"
     )
     with pytest.raises(ValueError, match=re.escape(message)):

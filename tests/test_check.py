@@ -61,6 +61,10 @@ def test_right_implementations_pass(
     done = check(env, tmp_path, target, "--examples", "200", *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "agree with the reference on 200 cases" in done.stdout
+    split = r"in [\d.]+ s \([\d.]+ s compiling the oracle, [\d.]+ s on the cases\)"
+    assert re.search(split, done.stdout), done.stdout
+    # Progress is for a terminal: a captured stderr holds none.
+    assert "searching" not in done.stderr
     assert not list(tmp_path.glob("*.npz"))
 
 
@@ -140,7 +144,7 @@ def test_import_failure_exits_2(env: dict[str, str], tmp_path: Path) -> None:
         (["planted.protocol:not_a_mapping"], "returned a list"),
         (["planted.protocol:b_h_as_row"], "expected (H,) = "),
         (["planted.protocol:float32_result"], "with dtype float32"),
-        (["planted.protocol:h0_only_for_short"], "(missing ['h0'], new [])"),
+        (["planted.protocol:h0_only_for_short"], "(missing ['h0']); return"),
         (["planted.protocol:two_arguments"], "cannot be called as fn(params, xs, targets)"),
         (["planted.batched"], "expected PATH.py:FUNC or package.module:FUNC"),
         (["planted.batched:no_such_function"], "defines no 'no_such_function'"),
@@ -157,3 +161,103 @@ def test_usage_and_protocol_errors_exit_2(
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in re.sub(r"\s+", " ", err), err
+
+
+# A user's folder: the gradient in rnn.py, and a file beside it that imports it (and,
+# inside fn, a second neighbour, as code that imports lazily does).
+NEIGHBOURS = {
+    "rnn.py": "from planted.batched import grad as bptt, mean_over_time as mean_bptt\n",
+    "rnn_scale.py": "FACTOR = 1.0\n",
+    "client.py": (
+        "from rnn import bptt, mean_bptt\n\n\n"
+        "def grad(params, xs, targets):\n"
+        "    from rnn_scale import FACTOR\n\n"
+        "    return {k: FACTOR * g for k, g in bptt(params, xs, targets).items()}\n\n\n"
+        "def grad_wrong(params, xs, targets):\n"
+        "    return mean_bptt(params, xs, targets)\n"
+    ),
+}
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """The user's folder, and an empty one beside it to run from."""
+    (tmp_path / "elsewhere").mkdir()
+    user = tmp_path / "user"
+    user.mkdir()
+    for name, text in NEIGHBOURS.items():
+        (user / name).write_text(text)
+    return user
+
+
+def launched(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``bptt-ref ARGS`` as the installed script runs it: with its own folder, not the
+    current directory, as sys.path[0] (``python -m`` would add the current directory)."""
+    script = cwd.parent / "bin" / "bptt-ref.py"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text("import sys\nfrom bptt_ref.cli import main\nsys.exit(main())\n")
+    command = [sys.executable, str(script), *args]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_path_target_imports_the_files_beside_it(env: dict[str, str], folder: Path) -> None:
+    elsewhere = folder.parent / "elsewhere"
+    target = f"{folder / 'client.py'}:grad"
+    done = launched(env, elsewhere, "check", target, "--examples", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "agree with the reference on 5 cases" in done.stdout
+
+
+def test_module_target_imports_from_the_current_directory(
+    env: dict[str, str], folder: Path
+) -> None:
+    done = launched(env, folder, "check", "client:grad", "--examples", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The current directory, not the target's name, is what makes it importable.
+    away = launched(env, folder.parent / "elsewhere", "check", "client:grad", "--examples", "5")
+    assert away.returncode == 2
+    assert "importing client raised ModuleNotFoundError: No module named 'client'" in away.stderr
+
+
+def test_reproducer_of_a_path_target_runs_from_anywhere(env: dict[str, str], folder: Path) -> None:
+    elsewhere = folder.parent / "elsewhere"
+    done = check(env, elsewhere, f"{folder / 'client.py'}:grad_wrong", "--examples", "10")
+    assert done.returncode == 1, done.stdout + done.stderr
+    (npz,) = elsewhere.glob("bptt-ref-failure-*.npz")
+    out = done.stdout
+    snippet = "\n".join(line[4:] for line in out.split(f"reproducer: {npz}\n")[1].splitlines())
+    rerun = subprocess.run(
+        [sys.executable, "-c", snippet],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    errors = dict(line.split() for line in rerun.stdout.splitlines())
+    assert all(float(err) > 0 for err in errors.values()), errors
+
+
+def test_sys_path_is_restored_after_the_check(
+    capsys: pytest.CaptureFixture[str], folder: Path
+) -> None:
+    before = list(sys.path)
+    try:
+        code = main(["check", f"{folder / 'client.py'}:grad", "--examples", "3"])
+    finally:
+        for name in ("rnn", "rnn_scale"):
+            sys.modules.pop(name, None)
+    assert code == 0, capsys.readouterr()
+    assert sys.path == before
+
+
+def test_progress_on_a_terminal_names_each_phase(env: dict[str, str], tmp_path: Path) -> None:
+    terminal = {**env, "TTY_COMPATIBLE": "1", "COLUMNS": "120"}
+    done = check(terminal, tmp_path, "planted.batched:mean_over_time", "--examples", "40")
+    assert done.returncode == 1, done.stdout + done.stderr
+    shown = done.stderr
+    for phase in ("importing", "searching", "compiling the oracle", "shrinking", "explaining"):
+        assert phase in shown, shown
+    assert "1/40" in shown
+    assert "calls of fn" in shown
+    assert re.search(r"first failure after \d+ example\(s\) in [\d.]+ s \(", done.stdout)

@@ -396,8 +396,8 @@ def _keys_change(key: str, drop: bool) -> Break:
             del out[key]
         else:
             out[key] = np.zeros_like(inputs[key], dtype=next(iter(out.values())).dtype)
-        missing, new = ([key], []) if drop else ([], [key])
-        return out, [f"(missing {missing}, new {new})", "return the same keys every time"]
+        change = f"({'missing' if drop else 'new'} {[key]})"
+        return out, [change, "return the same keys every time"]
 
     return Break(f"{'drops' if drop else 'adds'} {key}", apply)
 
@@ -622,7 +622,7 @@ def test_check_catches_fn_turning_hostile(hostile: Hostile, save_dir: Path) -> N
         key = hostile.poison[0]
         assert report.error is None, report.error
         assert report.wrong_keys == [key]
-        assert any(f"{key} contain NaN or inf" in hint for hint in report.hints), report.hints
+        assert any(f"{key} contains NaN or inf" in hint for hint in report.hints), report.hints
         assert f"wrong keys: {key} (right:" in out, out
     else:
         assert hostile.raises is not None

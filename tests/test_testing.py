@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,3 +105,25 @@ def test_float32_result_is_accepted_for_float32_inputs() -> None:
 def test_invalid_configuration_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="cannot follow output"):
         check_gradients(batched.grad, output="identity", loss="cross_entropy")
+
+
+def _poisoned(*keys: str) -> batched.GradFn:
+    """The right gradient with NaN in every entry of ``keys``."""
+
+    def fn(params: dict[str, Any], xs: Any, targets: Any) -> dict[str, Any]:
+        out = batched.grad(params, xs, targets)
+        return {k: np.full_like(v, np.nan) if k in keys else v for k, v in out.items()}
+
+    return fn
+
+
+@pytest.mark.parametrize(
+    ("keys", "words"),
+    [(("W",), "W contains NaN or inf"), (("V", "W"), "V, W contain NaN or inf")],
+    ids=["one", "two"],
+)
+def test_nonfinite_keys_are_named_in_agreeing_words(keys: tuple[str, ...], words: str) -> None:
+    result = check_gradients(_poisoned(*keys), max_examples=5)
+    assert result.report is not None
+    assert result.report.wrong_keys == list(keys)
+    assert any(hint.startswith(words) for hint in result.report.hints), result.report.hints

@@ -43,10 +43,14 @@ def call(case: Case, **changes: Any) -> None:
         (
             {"drop": ["W"]},
             ValueError,
-            "params has missing keys ['W'] and unexpected keys []; "
-            "expected exactly U, V, W, b_h, b_y, h0",
+            "params has missing keys ['W']; expected exactly U, V, W, b_h, b_y, h0",
         ),
-        ({"params": {"w": np.zeros(1)}}, ValueError, "unexpected keys ['w']"),
+        ({"params": {"w": np.zeros(1)}}, ValueError, "params has unexpected keys ['w']; expected"),
+        (
+            {"params": {"w": np.zeros(1)}, "drop": ["W"]},
+            ValueError,
+            "params has missing keys ['W'] and unexpected keys ['w']; expected",
+        ),
         (
             {"params": {"V": np.zeros((5, 3))}},
             ValueError,
@@ -55,7 +59,7 @@ def call(case: Case, **changes: Any) -> None:
         (
             {"params": {"b_h": np.zeros((5, 1))}},
             ValueError,
-            "b_h has shape (5, 1); expected 1 dims (H)",
+            "b_h has shape (5, 1); expected 1 dim (H)",
         ),
         (
             {"params": {"W": np.zeros((5, 4))}},

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +24,45 @@ from bptt_ref.cli import main
 ROOT = Path(__file__).parent.parent
 
 
+@dataclass(frozen=True)
+class Written:
+    """A set written by ``bptt-ref vectors`` on a terminal, and what the command printed."""
+
+    out: Path
+    stdout: str
+    stderr: str
+
+
 @pytest.fixture(scope="module")
-def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     out = tmp_path_factory.mktemp("golden")
-    assert main(["vectors", "--out", str(out)]) == 0
-    return out
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        # What a user at a terminal sees, progress included.
+        patch.setenv("TTY_COMPATIBLE", "1")
+        patch.setenv("COLUMNS", "120")
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            assert main(["vectors", "--out", str(out)]) == 0
+
+    def plain(text: str) -> str:
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+    return Written(out, plain(stdout.getvalue()), plain(stderr.getvalue()))
+
+
+@pytest.fixture(scope="module")
+def golden(written: Written) -> Path:
+    return written.out
+
+
+def test_command_shows_progress_and_where_the_time_went(written: Written) -> None:
+    n = len(json.loads((written.out / vectors.MANIFEST).read_text())["cases"])
+    # Every case done is shown as it completes, and the oracle's compilation as it starts.
+    for done in range(n + 1):
+        assert f" {done}/{n} " in written.stderr
+    assert "compiling the oracle" in written.stderr
+    split = r" in [\d.]+ s \([\d.]+ s compiling the oracle, [\d.]+ s on the cases\);"
+    assert re.search(f"wrote {n} cases .*{split}", written.stdout), written.stdout
 
 
 def test_set_covers_every_configuration_length_regime_and_edge(golden: Path) -> None:
