@@ -21,23 +21,45 @@ and the key passes when err_k <= bound_k.
   can do better: ``1 - tanh²`` of a saturated unit, softmax with squared error on
   logits in the hundreds, float32 recurrences that amplify rounding.
 - ``R_k`` is the gradient's *magnitude*: the largest entry of the same sums with every
-  factor replaced by its absolute value and ``f_h'`` by 1 (for W: Σ_t |∂L/∂h_t|ᵀ |h_{t-1}|),
-  from the oracle's own h_t, ∂L/∂h_t and ∂L/∂z_t (``Reference.rounding``). ``eps · R_k``
-  is what any correct implementation's rounding is made of: a sum of T·B terms that
-  cancel, or a saturating derivative (``1 - tanh²``) known only to eps absolutely. It
-  catches what one peer can miss by rounding luckier than a second implementation.
+  factor replaced by its absolute value, from the oracle's own states and cotangents
+  (``Reference.rounding``). ``eps · R_k`` is what any correct implementation's rounding
+  is made of: a sum of T·B terms that cancel, or a saturating derivative known only to
+  eps absolutely. It catches what one peer can miss by rounding luckier than a second
+  implementation. For every cell, with ``c_ih`` and ``c_hh`` the cotangents of each
+  step's input-side product ``x_t W_ihᵀ + b_ih`` and hidden-side product
+  ``h_{t-1} W_hhᵀ + b_hh`` (T, B, G·H) and ``g_t = ∂L/∂z_t``:
+
+  ======== ===================================================================
+  U        Σ_t |g_t|ᵀ |h_t|
+  b_y      Σ_t Σ_b |g_t|
+  W_ih     Σ_t |c_ih,t|ᵀ |x_t|
+  W_hh     Σ_t |c_hh,t|ᵀ |h_{t-1}|  (reset-before GRU: its n block reads r ⊙ h_{t-1},
+           and |h_{t-1}| ≥ |r ⊙ h_{t-1}| stands in for it)
+  b_ih     Σ_t Σ_b |c_ih,t|
+  b_hh     Σ_t Σ_b |c_hh,t|
+  xs       |c_ih,t| |W_ih|
+  h0       |c_hh,0| |W_hh| + |∂L/∂h0 along the paths that bypass W_hh| (GRU: z ⊙ h0;
+           rnn and LSTM: none)
+  c0       |∂L/∂c0| (LSTM; c0 meets no product)
+  ======== ===================================================================
+
+  Each is at least the gradient it bounds, entry by entry (the rnn's where |f_h'| ≤ 1,
+  see below). The rnn plays W_ih, W_hh,
+  b_ih with V, W, b_h (one bias), and its cotangents are ∂L/∂h_t: the products' with
+  ``f_h'`` replaced by 1, the model it had before the gated cells (for W:
+  Σ_t |∂L/∂h_t|ᵀ |h_{t-1}|); the gated cells keep their gates' exact derivatives.
 - ``rtol`` is per dtype, in ``TOLERANCES``, each value with the measurement behind it;
   it grows linearly with T beyond 16 steps, because rounding accumulates along the
   recurrence (docs/tolerances.md: the largest float64 err was 9e-14 for T < 10, 7.6e-13
   for T < 100 and 4.8e-11 for T up to 1000).
 
 N_k and R_k only ever widen a bound; they are computed only when a key fails without
-them (``jax_reference.judge``), which cannot change a verdict.
+them (:func:`judge_against`), which cannot change a verdict.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +138,8 @@ class Reference:
 
     Attributes:
         loss: the reference loss L.
-        grads: reference gradients (float64) for ``U, V, W, b_h, b_y, h0, xs``.
+        grads: reference gradients (float64) for every parameter of the cell (rnn:
+            ``V, W, b_h, h0``), the head's ``U, b_y``, and ``xs``.
         noise: per key, max |peer - oracle| for a textbook peer run in ``dtype``, or
             ``None`` where it was not computed (then taken as 0: the strictest bound).
         input_scale: per key, max |θ_k| of the array the gradient is taken against.
@@ -248,3 +271,47 @@ def directional_error(
     if gap == 0.0:
         return 0.0
     return gap / magnitude if magnitude > 0 else float("inf")
+
+
+def peer_gap(peer: NDArray[np.float64], oracle: NDArray[np.float64]) -> float:
+    """The noise N_k of one key: ``max |peer - oracle|`` over the entries where it is finite."""
+    # Where the textbook peer overflows in the judged dtype (and the oracle does not),
+    # it says nothing about rounding: such entries add no noise, the strict choice.
+    gap = np.abs(peer - oracle)
+    return float(np.max(gap[np.isfinite(gap)], initial=0.0))
+
+
+def judge_against(
+    actual: Mapping[str, Any],
+    make_reference: Callable[[bool], Reference],
+    *,
+    keys: Iterable[str] | None = None,
+) -> tuple[Reference, list[KeyComparison]]:
+    """Judge ``actual`` against any reference: ``make_reference(noise)`` builds it, with or
+    without the peer's noise (e.g. ``partial(truncated_reference, params, xs, targets,
+    window=3)`` called as ``noise=...``); the noise is computed only when a key fails
+    without it, which cannot change a verdict."""
+    keys = None if keys is None else list(keys)
+    ref = make_reference(False)
+    verdicts = compare_gradients(actual, ref, keys=keys)
+    if all(v.ok for v in verdicts):
+        return ref, verdicts
+    ref = make_reference(True)
+    return ref, compare_gradients(actual, ref, keys=keys)
+
+
+def assert_matches(
+    actual: Mapping[str, Any],
+    make_reference: Callable[[bool], Reference],
+    *,
+    context: str,
+    keys: Iterable[str] | None = None,
+) -> Reference:
+    """:func:`judge_against`, raising ``AssertionError`` naming every failing key."""
+    __tracebackhide__ = True
+    ref, verdicts = judge_against(actual, make_reference, keys=keys)
+    failed = [v for v in verdicts if not v.ok]
+    if failed:
+        lines = "\n".join(f"  {v}" for v in failed)
+        raise AssertionError(f"gradients disagree with the oracle for {context}:\n{lines}")
+    return ref

@@ -62,6 +62,10 @@ class Cell:
             gradient dictionaries list them.
         states: the keys of the initial states, e.g. ``("h0", "c0")``.
         hidden_from: the parameter whose shape tells H, named when a shape is wrong.
+        roles: the parameters playing ``W_ih``, ``W_hh``, ``b_ih`` and ``b_hh`` in the
+            step's two products ``x_t W_ihᵀ + b_ih`` and ``h_{t-1} W_hhᵀ + b_hh`` (the RNN:
+            ``V``, ``W``, ``b_h`` and no second bias, ``None``); the oracle's rounding
+            magnitudes are sums over these products.
         activations: the ``hidden`` names the cell accepts (gated cells: ``("tanh",)``,
             the nonlinearity of their candidate).
         init: ``init(rng, batch_size=, input_size=, hidden_size=, output_size=,
@@ -86,6 +90,7 @@ class Cell:
     names: tuple[str, ...]
     states: tuple[str, ...]
     hidden_from: str
+    roles: tuple[str, str, str, str | None]
     activations: tuple[str, ...]
     init: Callable[..., dict[str, NDArray[np.float64]]]
     forward: Callable[..., CellPass]

@@ -376,6 +376,7 @@ def _cell(name: str, reset_after: bool, candidate: str) -> Cell:
         names=("W_ih", "W_hh", "b_ih", "b_hh", "U", "b_y", "h0"),
         states=("h0",),
         hidden_from="W_hh",
+        roles=("W_ih", "W_hh", "b_ih", "b_hh"),
         activations=("tanh",),
         init=with_head(init),
         forward=run,

@@ -294,6 +294,7 @@ CELL = Cell(
     names=("W_ih", "W_hh", "b_ih", "b_hh", "U", "b_y", "h0", "c0"),
     states=("h0", "c0"),
     hidden_from="W_hh",
+    roles=("W_ih", "W_hh", "b_ih", "b_hh"),
     activations=("tanh",),
     init=with_head(init),
     forward=lambda params, xs, live, hidden: forward(params, xs, live),

@@ -30,6 +30,7 @@ CELL = Cell(
     names=("U", "V", "W", "b_h", "b_y", "h0"),
     states=("h0",),
     hidden_from="W",
+    roles=("V", "W", "b_h", None),
     activations=tuple(HIDDEN),
     init=_rnn.init,
     forward=_forward,
