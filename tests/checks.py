@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import bptt_ref
 from bptt_ref.cases import Case
+from bptt_ref.cells import CELLS
 from bptt_ref.compare import DIRECTIONAL_TOLERANCES, directional_error, tolerance_for
 from bptt_ref.finite_difference import directional_estimate, random_direction
 from bptt_ref.strategies import cases
@@ -45,12 +46,18 @@ def check_against_oracle(case: Case, loss_and_grad: LossAndGrad = bptt_ref.loss_
     __tracebackhide__ = True
     from bptt_ref import jax_reference  # the directional checks below run without JAX
 
-    loss, grads = loss_and_grad(case.params, case.xs, case.targets, **case.config)
-    assert set(grads) == set(bptt_ref.GRAD_NAMES)
+    loss, grads = loss_and_grad(case.params, case.xs, case.targets, cell=case.cell, **case.config)
+    assert set(grads) == set(CELLS[case.cell].grad_names)
     for key, grad in grads.items():
         assert grad.dtype == case.dtype, key
     ref = jax_reference.assert_matches_oracle(
-        grads, case.params, case.xs, case.targets, context=repr(case), **case.config
+        grads,
+        case.params,
+        case.xs,
+        case.targets,
+        context=repr(case),
+        cell=case.cell,
+        **case.config,
     )
     # The loss is one sum, so its rounding is bounded like one gradient entry. Below the
     # dtype's smallest normal number it has no relative precision left: a float32 loss of
