@@ -22,7 +22,7 @@ The first is PyTorch's ``nn.GRU``, cuDNN, ONNX ``linear_before_reset=1`` and Ker
 ``reset_after=True``; the second is Cho et al. (2014), ONNX's default and Keras
 ``reset_after=False``. One implementation serves both: :func:`forward` takes
 ``reset_after`` and records it in its :class:`GRUPass`, from which :func:`backward` reads
-it, so a pass cannot be differentiated as the other variant. docs/derivation-gru.md
+it, so a pass cannot be differentiated as the other variant. docs/derivation.md §10
 derives the backward recurrence (the four paths into h_{t−1}).
 
 Every function also accepts complex128 arrays and is analytic in them (σ and the

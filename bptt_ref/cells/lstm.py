@@ -15,7 +15,7 @@ Every function here accepts complex128 arrays and is analytic in them (the logis
 function picks its branch on the real part), so the complex-step check differentiates this
 very forward pass. Derivatives are written without cancellation: σ'(a) = sech²(a/2)/4 and
 tanh'(a) = sech²(a) from cosh, never 1 − σ or 1 − tanh² of a rounded value.
-docs/derivation-lstm.md derives the backward recurrence.
+docs/derivation.md §9 derives the backward recurrence.
 """
 
 from __future__ import annotations
