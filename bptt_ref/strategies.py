@@ -94,6 +94,9 @@ def cases(
     for name in cells:
         if name not in CELLS:
             raise InvalidArgument(f"cell {name!r} is not one of {list(CELLS)}")
+    for name in hidden or ():
+        if name not in HIDDEN:
+            raise InvalidArgument(f"hidden={name!r} is not one of {sorted(HIDDEN)}")
     cell = draw(st.sampled_from(list(cells)))
     accepted = [h for h in (HIDDEN if hidden is None else hidden) if h in CELLS[cell].activations]
     if not accepted:

@@ -22,6 +22,7 @@ from hypothesis import find, given, settings
 from hypothesis.errors import NoSuchExample
 
 import bptt_ref
+from bptt_ref import _model
 from bptt_ref.cases import Case, make_case
 from bptt_ref.cells import CELLS
 from bptt_ref.strategies import cases
@@ -179,7 +180,7 @@ def _planted_loss_and_grad(cell: str, original: str, replacement: str) -> Any:
     planted = dataclasses.replace(CELLS[cell], backward=module.backward)
 
     def loss_and_grad(*args: Any, cell: str, **config: Any) -> Any:
-        return bptt_ref.loss_and_grad(*args, cell=planted, **config)
+        return _model.loss_and_grad(*args, cell=planted, **config)
 
     return loss_and_grad
 

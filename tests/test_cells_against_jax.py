@@ -19,7 +19,7 @@ from hypothesis.errors import NoSuchExample
 from test_gru_without_jax import BUGS as GRU_BUGS
 from test_lstm_without_jax import BUGS as LSTM_BUGS
 
-import bptt_ref
+from bptt_ref import _model
 from bptt_ref.cases import Case
 from bptt_ref.cells import CELLS, gru, lstm
 from bptt_ref.strategies import cases
@@ -58,7 +58,7 @@ def _planted(module: types.ModuleType, cell: str, original: str, replacement: st
     planted = next(v for v in vars(mutant).values() if getattr(v, "name", None) == cell)
 
     def loss_and_grad(*args: Any, cell: str, **config: Any) -> Any:
-        return bptt_ref.loss_and_grad(*args, cell=planted, **config)
+        return _model.loss_and_grad(*args, cell=planted, **config)
 
     return loss_and_grad
 
