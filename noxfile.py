@@ -18,10 +18,12 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package (pass pytest options after --).
 
-    HYPOTHESIS_PROFILE picks the Hypothesis profile: dev (default), ci or thorough.
+    HYPOTHESIS_PROFILE picks the Hypothesis profile: dev (default), ci or thorough. The
+    suite is CPU-bound, so it runs on every core through pytest-xdist (``-- -n 0`` for
+    one process); each worker limits BLAS and XLA to one thread (tests/conftest.py).
     """
     session.install(".[cli,plot]", *nox.project.dependency_groups(PYPROJECT, "test"))
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", "auto", *session.posargs)
 
 
 @nox.session
