@@ -67,8 +67,8 @@ def check_gradients(
     """Run ``fn`` on Hypothesis-drawn cases and judge every returned key against the oracle.
 
     Cases come from :func:`bptt_ref.strategies.cases` restricted to this cell,
-    configuration and ``dtype``: T in [1, max_T], B, D, O in [1, 4], H in [1, max_H], every weight
-    regime and input style. The first failure is shrunk to the smallest case, which is
+    configuration and ``dtype``: T in [1, max_T], B, D, O in [1, 4], H in [1, max_H],
+    every weight regime and input style. The first failure is shrunk to the smallest case, which is
     saved as ``bptt-ref-failure-<name>.npz`` in ``save_dir`` (default: a fresh temporary
     directory) and described in the result's :class:`Report`.
 
