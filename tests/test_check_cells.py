@@ -101,6 +101,12 @@ MISTAKES = [
         "the backward stacks the blocks of ∂L/∂a_t as i, f, o, g; stack them i, f, g, o",
     ),
     (
+        "gru:gates_read_zrn",
+        "gru",
+        ["W_ih", "W_hh", "b_ih", "b_hh", "U", "b_y", "h0", "xs"],
+        "reads the gate blocks of W_ih, W_hh, b_ih, b_hh in the order z, r, n",
+    ),
+    (
         "gru:z_swapped",
         "gru",
         ["W_ih", "W_hh", "b_ih", "b_hh", "U", "b_y", "h0", "xs"],

@@ -4,8 +4,8 @@ Generic hints hold for every cell: NaN or inf, clipped gradients, a constant fac
 mean for a sum, ½ in mse, a sign), truncation read off the longest right prefix of the
 case, a missing sum over the batch, the loss's gradient. The vanilla RNN's hints speak
 of its δ_t = ∂L/∂a_t, W and V (and probe Σ_t δ_tᵀ h_t for the h_t-in-∂L/∂W mistake);
-the gated cells' hints probe their own mistakes: the LSTM's c carry and gate order, the
-GRU's z and 1 − z.
+the gated cells' hints probe their own mistakes: gate blocks read or written in another
+order, the LSTM's c carry, the GRU's z and 1 − z.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""A GRU's BPTT written by hand in NumPy (reset after the product, as PyTorch), and a bug.
+"""A GRU's BPTT written by hand in NumPy (reset after the product, as PyTorch), and two bugs.
 
 For tanh / identity / mse: ``W_ih`` (3H, D), ``W_hh`` (3H, H), ``b_ih`` and ``b_hh``
 (3H,) stacked r, z, n; ``h0`` (B, H). ``grad`` is right, ``z_swapped`` writes
-h_t = z ⊙ n + (1 − z) ⊙ h_{t-1}, the other convention of the papers, forward and backward.
+h_t = z ⊙ n + (1 − z) ⊙ h_{t-1}, the other convention of the papers, forward and backward,
+and ``gates_read_zrn`` reads the weights' blocks in Keras's order.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ def _sigmoid(a: Array) -> Array:
 
 
 def _bptt(
-    params: dict[str, Array], xs: Array, targets: Array, *, swap: bool = False
+    params: dict[str, Array], xs: Array, targets: Array, *, order: str = "rzn", swap: bool = False
 ) -> dict[str, Array]:
+    """``order``: the gate each block of the weights is read as (Keras stacks z, r, n)."""
     W_ih, W_hh, b_ih, b_hh, h0, U, b_y = (params[k] for k in NAMES)
     T = xs.shape[0]
     H = h0.shape[1]
-    r_, z_, n_ = (slice(j * H, (j + 1) * H) for j in range(3))
+    r_, z_, n_ = (slice(order.index(gate) * H, (order.index(gate) + 1) * H) for gate in "rzn")
     hs, steps = [h0], []
     for t in range(T):
         gx = xs[t] @ W_ih.T + b_ih
@@ -54,8 +56,9 @@ def _bptt(
         da_n = dn * (1 - n**2)
         da_z = (-dkeep if swap else dkeep) * z * (1 - z)
         da_r = da_n * hn * r * (1 - r)
-        input_side = np.concatenate([da_r, da_z, da_n], axis=1)
-        hidden_side = np.concatenate([da_r, da_z, da_n * r], axis=1)
+        by_gate = {"r": (da_r, da_r), "z": (da_z, da_z), "n": (da_n, da_n * r)}
+        input_side = np.concatenate([by_gate[gate][0] for gate in order], axis=1)
+        hidden_side = np.concatenate([by_gate[gate][1] for gate in order], axis=1)
         grads["W_ih"] += input_side.T @ xs[t]
         grads["b_ih"] += input_side.sum(axis=0)
         grads["W_hh"] += hidden_side.T @ hs[t]
@@ -72,3 +75,8 @@ def grad(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array
 
 def z_swapped(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
     return _bptt(params, xs, targets, swap=True)
+
+
+def gates_read_zrn(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
+    """Keras's gate order (z, r, n) on weights stacked r, z, n."""
+    return _bptt(params, xs, targets, order="zrn")
