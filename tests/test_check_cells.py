@@ -181,9 +181,12 @@ def test_a_cell_mistake_of_another_kind_gets_no_cell_hint(
         assert "c carry" not in hint
         assert "gate blocks" not in hint
         assert "z and 1 - z" not in hint
+        assert "time step" not in hint
+    (hint,) = report.hints
     if cell == "lstm":  # h0 and c0 wrong together; U and b_y right at a single step
-        (hint,) = report.hints
         assert "every key through the cell is wrong even at a single step" in hint
+    else:
+        assert hint.startswith("b_hh is zero where the reference is not, while b_ih is right")
 
 
 def test_rnn_keys_to_an_lstm_check_name_the_cells_keys(

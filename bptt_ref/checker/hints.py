@@ -5,7 +5,8 @@ mean for a sum, ½ in mse, a sign), truncation read off the longest right prefix
 case, a missing sum over the batch, the loss's gradient. The vanilla RNN's hints speak
 of its δ_t = ∂L/∂a_t, W and V (and probe Σ_t δ_tᵀ h_t for the h_t-in-∂L/∂W mistake);
 the gated cells' hints probe their own mistakes: gate blocks read or written in another
-order, the LSTM's c carry, the GRU's z and 1 − z.
+order, one of the two biases left without a gradient, the LSTM's c carry, the GRU's z
+and 1 − z.
 """
 
 from __future__ import annotations
@@ -305,6 +306,22 @@ def _c_carry(keys: tuple[str, ...], wrong: list[str]) -> str | None:
     return None
 
 
+def _one_bias(keys: tuple[str, ...], actual: Grads, wrong: list[str]) -> str | None:
+    """One of the two biases left at zero while the other is right."""
+    biases = {"b_ih", "b_hh"}
+    if len(wrong) != 1 or wrong[0] not in biases or not biases <= set(keys):
+        return None
+    (zero,) = wrong
+    if np.any(actual[zero] != 0):
+        return None
+    (other,) = biases - {zero}
+    return (
+        f"{zero} is zero where the reference is not, while {other} is right: both biases "
+        f"of x_t W_ihᵀ + b_ih + h_{{t-1}} W_hhᵀ + b_hh get a gradient; {zero}'s is Σ_t Σ_b "
+        "of the cotangent of the product it is added to"
+    )
+
+
 def _z_swapped(case: Case, keys: tuple[str, ...], actual: Grads, rtol: float) -> str | None:
     """The GRU written h_t = z ⊙ n + (1 − z) ⊙ h_{t-1}.
 
@@ -381,9 +398,12 @@ def hints(
     if not rnn:
         # Each names a mistake of the cell's own exactly; the generic probes would only
         # describe its symptoms (c0 alone zero reads as "a time step skipped").
+        own = _c_carry(keys, wrong) if case.cell == "lstm" else _z_swapped(case, keys, actual, rtol)
         cell_hint = (
-            _c_carry(keys, wrong) if case.cell == "lstm" else _z_swapped(case, keys, actual, rtol)
-        ) or _gate_order(case, keys, actual, expected, wrong, rtol)
+            own
+            or _one_bias(keys, actual, wrong)
+            or _gate_order(case, keys, actual, expected, wrong, rtol)
+        )
         if cell_hint is not None:
             return [*found, cell_hint]
     factor = common_factor(actual, expected, wrong, rtol)
