@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             fn, binding = load_function(args.target)
             result = check_gradients(
                 fn,
+                cell=args.cell,
                 hidden=args.hidden,
                 output=args.output,
                 loss=args.loss,
@@ -147,11 +148,17 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"bptt-ref check: protocol error: {exc}", markup=False, soft_wrap=True)
         return USAGE
 
-    config = f"hidden={args.hidden} output={args.output} loss={args.loss} dtype={args.dtype}"
+    config = (
+        f"cell={args.cell} hidden={args.hidden} output={args.output} loss={args.loss} "
+        f"dtype={args.dtype}"
+    )
     if result.report is not None:
         console.print(f"FAIL {result.report}", markup=False, soft_wrap=True)
         return MISMATCH
-    table = Table(title=f"{args.target}: largest err / bound per key over {result.examples} cases")
+    table = Table(
+        title=f"{args.target} ({args.cell}): largest err / bound per key over "
+        f"{result.examples} cases"
+    )
     for column in ("key", "err", "bound", "err / bound"):
         table.add_column(column, justify="right")
     for key in result.keys:
@@ -189,7 +196,18 @@ def add_parser(commands: Any) -> None:
         help="PATH.py:FUNC (the file's folder is importable) or package.module:FUNC (found "
         "from the current directory, PYTHONPATH or the installed packages)",
     )
-    check.add_argument("--hidden", choices=bptt_ref.HIDDEN_ACTIVATIONS, default="tanh")
+    check.add_argument(
+        "--cell",
+        choices=bptt_ref.CELL_NAMES,
+        default="rnn",
+        help="the cell fn differentiates; fn receives its parameters (default rnn)",
+    )
+    check.add_argument(
+        "--hidden",
+        choices=bptt_ref.HIDDEN_ACTIVATIONS,
+        default="tanh",
+        help="f_h of the rnn (default tanh); a gated cell takes only tanh",
+    )
     check.add_argument("--output", choices=bptt_ref.OUTPUT_ACTIVATIONS, default="identity")
     check.add_argument("--loss", choices=bptt_ref.LOSSES, default="mse")
     check.add_argument(

@@ -10,8 +10,9 @@ import pytest
 from planted import batched, clipping
 
 from bptt_ref import jax_reference
+from bptt_ref.checker.hints import dW_with_h_t
 from bptt_ref.strategies import make_case
-from bptt_ref.testing import Report, _dW_with_h_t, check_gradients
+from bptt_ref.testing import Report, check_gradients
 
 
 def report_of(fn: batched.GradFn, dtype: Any = np.float64) -> Report:
@@ -37,7 +38,7 @@ def test_dW_with_h_t_is_what_pairing_delta_with_h_t_gives() -> None:
         style="normal",
         seed=3,
     )
-    probe = _dW_with_h_t(case)
+    probe = dW_with_h_t(case)
     # The planted client pairs δ_t with h_t, written by hand without the probe's trick.
     planted = batched.h_t_in_dW(case.params, case.xs, case.targets)["W"]
     np.testing.assert_allclose(probe, planted, rtol=1e-12, atol=1e-14)
