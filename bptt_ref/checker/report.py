@@ -196,10 +196,11 @@ def snippet(binding: str, path: Path, keys: tuple[str, ...], cell: str) -> str:
         [
             "import numpy as np",
             binding,
-            f"case = np.load({str(path)!r})",
-            f"params = {{k: case[k] for k in ({names})}}",
-            'grads = fn(params, case["xs"], case["targets"])',
-            f"for k in {list(keys)!r}:",
-            '    print(k, np.max(np.abs(grads[k] - case["expected_" + k])))',
+            # A with-block: an .npz left open is a ResourceWarning when it is collected.
+            f"with np.load({str(path)!r}) as case:",
+            f"    params = {{k: case[k] for k in ({names})}}",
+            '    grads = fn(params, case["xs"], case["targets"])',
+            f"    for k in {list(keys)!r}:",
+            '        print(k, np.max(np.abs(grads[k] - case["expected_" + k])))',
         ]
     )
