@@ -6,12 +6,19 @@ and then all rows are timed interleaved in this one process: each repeat runs ev
 once, in a rotating order, so every ratio is same-run. A sample is the mean of enough
 calls to last ``--min-sample`` seconds; the table gives the median of the samples and
 their spread ((q75 - q25) / median). The BLAS library, its kernel and thread count
-(threadpoolctl), the machine and the load average before, during and after are
-recorded, with a warning when the machine was busy.
+(threadpoolctl), NumPy's SIMD targets and the throughput of its ufuncs, the machine
+and the load average before, during and after are recorded, with a warning when the
+machine was busy.
 
     python benchmarks/bench_bptt.py                 # the full run (minutes)
     python benchmarks/bench_bptt.py --smoke         # one tiny size, seconds
+    python benchmarks/bench_bptt.py --sections sizes --cpu-features avx2
     python benchmarks/bench_bptt.py --unset-blas-env
+
+``--cpu-features avx2`` then re-runs ``reverse`` and the floors in a subprocess that
+computes as a CPU without AVX-512 does: NumPy's AVX-512 targets disabled through
+``NPY_DISABLE_CPU_FEATURES`` (read at import) and OpenBLAS on its Haswell (AVX2)
+kernel through ``OPENBLAS_CORETYPE``; its results go into the same table and JSON.
 
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, when set, pick OpenBLAS's kernel and blocking
 when NumPy loads it; ``--unset-blas-env`` re-runs this process without them (nothing
@@ -23,10 +30,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -37,6 +46,7 @@ from typing import Any
 
 import numpy as np
 from bench_rows import REGISTRY, Bench, Implementation, Problem, Size, make_problem
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.progress import Progress
 from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
@@ -58,6 +68,9 @@ OUT = Path("benchmarks/results")
 SMOKE_OUT = Path("bench-results")
 SECTIONS = ("sizes", "T", "H")
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+NUMPY_FEATURE_ENV = ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES")
+AVX2_ROWS = ("reverse", "blas_floor", "math_floor")
+"""The rows ``--cpu-features avx2`` re-runs without AVX-512."""
 # A 1-minute load average above this, per core, before the run means another process
 # was competing for the cores; during the run this process adds up to one per core.
 BUSY_PER_CORE = 0.25
@@ -75,13 +88,14 @@ class Target:
 
 
 TARGETS = [
-    Target("reverse", "blas_floor", 1.10, "B·H ≥ 4096", lambda s: s.B * s.H >= 4096),
-    Target("reverse", "blas_floor", 1.4, str(SIZES[0]), lambda s: s == SIZES[0]),
+    Target("reverse", "math_floor", 1.15, "B·H ≥ 4096", lambda s: s.B * s.H >= 4096),
+    Target("reverse", "math_floor", 1.5, str(SIZES[0]), lambda s: s == SIZES[0]),
     Target("reverse", "jax_grad", 1.0, "B·H ≥ 4096", lambda s: s.B * s.H >= 4096),
     Target("reverse", "jax_grad", 1.5, str(SIZES[0]), lambda s: s == SIZES[0]),
     Target("vectorized", "jax_jacrev", 1.0, "every size", lambda s: True),
 ]
-"""Checked on the ``sizes`` section; a target naming an absent row is reported as not run.
+"""Checked on the ``sizes`` section; a target whose row does not run at a size is reported as
+not run there, one whose rows ``--rows`` left out not at all.
 The smoke run's size is too small for any of them, so there none is judged."""
 
 PEAKMEM_LIMIT = 4.0
@@ -107,7 +121,66 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def machine_info(controller: ThreadpoolController) -> dict[str, Any]:
+def simd_targets() -> dict[str, list[str]]:
+    """NumPy's SIMD targets as ``np.show_runtime()`` lists them.
+
+    ``baseline``: compiled in, always used; ``found``: the dispatched targets this CPU
+    has and the environment did not disable; ``not_found``: the rest. NumPy exposes
+    these lists only through ``show_runtime``'s printout, so they are read where it
+    reads them.
+    """
+    umath = importlib.import_module("numpy._core._multiarray_umath")
+    features, dispatch = umath.__cpu_features__, umath.__cpu_dispatch__
+    return {
+        "baseline": list(umath.__cpu_baseline__),
+        "found": [t for t in dispatch if features[t]],
+        "not_found": [t for t in dispatch if not features[t]],
+    }
+
+
+def avx512_targets(targets: Sequence[str]) -> list[str]:
+    """The AVX-512 ones among NumPy's x86 dispatch targets.
+
+    NumPy 2.4 names them ``X86_V4`` (AVX512 F, CD, VL, BW, DQ) and ``AVX512_*``; earlier
+    versions ``AVX512F``, ``AVX512_SKX``, ... .
+    """
+    return [t for t in targets if t == "X86_V4" or t.startswith("AVX512")]
+
+
+THROUGHPUT_UFUNCS: dict[str, Callable[[NDArray[Any], NDArray[Any]], object]] = {
+    "tanh": lambda x, out: np.tanh(x, out=out),
+    "exp": lambda x, out: np.exp(x, out=out),
+    "cosh": lambda x, out: np.cosh(x, out=out),
+    "multiply": lambda x, out: np.multiply(x, x, out=out),
+}
+"""The ufuncs whose speed the gradient's elementwise passes depend on (cosh: f_h′)."""
+
+
+def ufunc_throughput(dtype: str, seconds: float = 0.02) -> dict[str, float]:
+    """G elements/s of each of ``THROUGHPUT_UFUNCS`` on a cache-resident array.
+
+    2¹⁶ standard normal elements (256 KiB in float32) into a preallocated output; the
+    median of 5 samples of at least ``seconds`` each.
+    """
+    x = np.random.default_rng(0).standard_normal(1 << 16).astype(dtype)
+    out = np.empty_like(x)
+    rates = {}
+    for name, fn in THROUGHPUT_UFUNCS.items():
+        fn(x, out)  # warm-up
+        start = time.perf_counter()
+        fn(x, out)
+        number = max(1, math.ceil(seconds / max(time.perf_counter() - start, 1e-9)))
+        samples = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn(x, out)
+            samples.append(number * x.size / (time.perf_counter() - start))
+        rates[name] = round(float(np.median(samples)) / 1e9, 3)
+    return rates
+
+
+def machine_info(controller: ThreadpoolController, dtypes: Sequence[str]) -> dict[str, Any]:
     """The machine, the libraries, the BLAS as threadpoolctl sees it and the relevant env."""
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for name in ("jax", "jaxlib", "torch"):
@@ -119,13 +192,21 @@ def machine_info(controller: ThreadpoolController) -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    env_names = (*BLAS_OVERRIDES, "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS")
+    env_names = (
+        *BLAS_OVERRIDES,
+        *NUMPY_FEATURE_ENV,
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "XLA_FLAGS",
+    )
     return {
         "platform": platform.platform(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "versions": versions,
         "threadpools": controller.info(),
+        "numpy_simd": simd_targets(),
+        "ufunc_gelem_per_s": {dtype: ufunc_throughput(dtype) for dtype in dtypes},
         "env": {k: os.environ.get(k) for k in env_names},
     }
 
@@ -282,7 +363,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     settings = Settings(args.repeats, args.warmup, args.min_sample)
     result: dict[str, Any] = {
         "command": " ".join(sys.argv),
-        "machine": machine_info(controller),
+        "machine": machine_info(controller, args.dtypes),
         "settings": vars(settings),
         "rows": {impl.name: impl.description for impl in rows},
         "smoke": args.smoke,
@@ -324,7 +405,43 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     result["load_end"] = _load()
     result["warnings"] = load_warnings(result)
     result["targets"] = check_targets(result)
+    if args.cpu_features == "avx2":
+        result["without_avx512"] = run_without_avx512(args)
     return result
+
+
+def run_without_avx512(args: argparse.Namespace) -> dict[str, Any]:
+    """The result of this script re-run for ``AVX2_ROWS`` as on a CPU without AVX-512.
+
+    A subprocess, because NumPy reads ``NPY_DISABLE_CPU_FEATURES`` and OpenBLAS
+    ``OPENBLAS_CORETYPE`` only when they are loaded. Same sections, dtypes and settings;
+    it writes its own outputs to ``--out``/avx2. Where NumPy uses no AVX-512 target,
+    this run already is that case and nothing is re-run.
+    """
+    disabled = avx512_targets(simd_targets()["found"])
+    if not disabled:
+        return {"skipped": "NumPy uses no AVX-512 target in this process; nothing to disable"}
+    out = args.out / "avx2"
+    argv = [
+        *(["--smoke"] if args.smoke else []),
+        *("--sections", *args.sections, "--dtypes", *args.dtypes),
+        *("--rows", *[r for r in AVX2_ROWS if not args.rows or r in args.rows]),
+        *("--repeats", str(args.repeats), "--warmup", str(args.warmup)),
+        *("--min-sample", str(args.min_sample), "--out", str(out)),
+    ]
+    env = {
+        **os.environ,
+        "NPY_DISABLE_CPU_FEATURES": " ".join(disabled),
+        "OPENBLAS_CORETYPE": "Haswell",
+    }
+    # Its table is part of this run's report; its progress bar shows on stderr.
+    child = subprocess.run(
+        [sys.executable, __file__, *argv], env=env, stdout=subprocess.DEVNULL, check=False
+    )
+    if child.returncode not in (0, 1):  # 1: a row failed its check, reported as such
+        raise RuntimeError(f"the run without AVX-512 failed (exit {child.returncode})")
+    child_result: dict[str, Any] = json.loads((out / "bench.json").read_text())
+    return child_result
 
 
 def load_warnings(result: dict[str, Any]) -> list[str]:
@@ -345,8 +462,8 @@ def load_warnings(result: dict[str, Any]) -> list[str]:
     for name in BLAS_OVERRIDES:
         if result["machine"]["env"].get(name):
             out.append(
-                f"{name}={result['machine']['env'][name]} is set and changes OpenBLAS's kernel; "
-                "--unset-blas-env runs without it"
+                f"{name}={result['machine']['env'][name]} is set and changes OpenBLAS's kernel "
+                "(--cpu-features avx2 sets it on purpose); --unset-blas-env runs without it"
             )
     return out
 
@@ -368,8 +485,12 @@ def _verdict(smoke: bool, ratio: float | None, limit: float) -> dict[str, Any]:
 def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target on each ``sizes`` group it applies to: the ratio and whether it is met."""
     smoke = result["smoke"]
+    # Targets between rows that --rows left out are not listed, rather than "not run".
+    selected = result.get("rows", {row.name: None for row in REGISTRY})
     out = []
     for target in TARGETS:
+        if not {target.row, target.versus} <= set(selected):
+            continue
         for group in result["groups"]:
             size = Size(**group["size"])
             if "sizes" not in group["sections"] or not target.applies(size):
@@ -388,7 +509,7 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     for group in result["groups"]:
-        if "sizes" in group["sections"]:
+        if "sizes" in group["sections"] and "reverse" in selected:
             per = group["peakmem_reverse"]["per_TBH"]
             out.append(
                 {
@@ -409,21 +530,21 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def markdown(result: dict[str, Any], section: str) -> str:
     """One markdown table of every row of every group in ``section``."""
     lines = [
-        "| size | dtype | row | time_fwd_bwd ms | spread | time_bwd ms | GFLOP/s | × floor "
-        "| × peer | compile s | peakmem_reverse /TBH |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| size | dtype | row | time_fwd_bwd ms | spread | time_bwd ms | GFLOP/s | × blas_floor "
+        "| × math_floor | × peer | compile s | peakmem_reverse /TBH |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     peers = {impl.name: impl.peer for impl in REGISTRY}
     for group in result["groups"]:
         if section not in group["sections"]:
             continue
         rows = group["rows"]
-        floor = _median(rows.get("blas_floor", {}))
+        floors = [_median(rows.get(f, {})) for f in ("blas_floor", "math_floor")]
         size = str(Size(**group["size"]))
         for name, row in rows.items():
             t = _median(row)
             if t is None:
-                lines.append(f"| {size} | {group['dtype']} | {name} | {row['status']} |||||||")
+                lines.append(f"| {size} | {group['dtype']} | {name} | {row['status']} ||||||||")
                 continue
             peer = peers.get(name)
             peer_t = None if peer is None else _median(rows.get(peer, {}))
@@ -437,7 +558,7 @@ def markdown(result: dict[str, Any], section: str) -> str:
                 f"{100 * row['time_fwd_bwd']['spread']:.0f}%",
                 _fmt(None if bwd is None else 1e3 * bwd),
                 _fmt(group["flops"]["fwd_bwd"] / t / 1e9),
-                _fmt(None if floor is None else t / floor),
+                *(_fmt(None if floor is None else t / floor) for floor in floors),
                 "—" if peer_t is None else f"{t / peer_t:.3g} ({peer})",
                 _fmt(row["compile_s"]),
                 _fmt(mem),
@@ -448,6 +569,7 @@ def markdown(result: dict[str, Any], section: str) -> str:
 
 def report(result: dict[str, Any]) -> str:
     m = result["machine"]
+    simd = m["numpy_simd"]
     blas = [
         f"{p['internal_api']} {p['version']} ({p.get('architecture')}, {p['num_threads']} threads)"
         for p in m["threadpools"]
@@ -458,6 +580,13 @@ def report(result: dict[str, Any]) -> str:
         f"{m['cpu']}, {m['cores']} cores; {m['platform']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"BLAS: {'; '.join(blas)}; env: {m['env']}",
+        f"NumPy SIMD: baseline {' '.join(simd['baseline'])}; dispatched, in use: "
+        f"{' '.join(simd['found']) or 'none'}; not in use: {' '.join(simd['not_found']) or 'none'}",
+        "ufunc throughput (G elements/s, 2¹⁶ elements in cache): "
+        + "; ".join(
+            f"{dtype} " + ", ".join(f"{k} {v:g}" for k, v in rates.items())
+            for dtype, rates in m["ufunc_gelem_per_s"].items()
+        ),
         f"load average (1, 5, 15 min): start {result['load_start']}, end {result['load_end']}",
         "",
     ]
@@ -479,6 +608,10 @@ def report(result: dict[str, Any]) -> str:
     for t in result["targets"]:
         met = "**no**" if t["verdict"] == "no" else t["verdict"]
         parts.append(f"| {t['target']} | {t['size']} | {t['dtype']} | {_fmt(t['ratio'])} | {met} |")
+    child = result.get("without_avx512")
+    if child is not None:
+        parts += ["", "## Without AVX-512 (`--cpu-features avx2`)", ""]
+        parts.append(child["skipped"] if "skipped" in child else report(child))
     return "\n".join(parts)
 
 
@@ -500,6 +633,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="samples per row")
     parser.add_argument("--warmup", type=int, default=2, help="calls before the samples")
     parser.add_argument("--min-sample", type=float, default=None, help="seconds per sample")
+    parser.add_argument(
+        "--cpu-features",
+        choices=["avx2"],
+        help="then re-run " + ", ".join(AVX2_ROWS) + " as on a CPU without AVX-512: NumPy's "
+        "AVX-512 targets disabled, OpenBLAS's Haswell kernel (a subprocess)",
+    )
     parser.add_argument(
         "--unset-blas-env",
         action="store_true",
@@ -528,9 +667,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench_plots import plot_all
 
     plot_all(result, args.out)
+    runs = [result, result.get("without_avx512", {})]
     failed = [
         f"{g['size']} {g['dtype']} {name}"
-        for g in result["groups"]
+        for run_result in runs
+        for g in run_result.get("groups", [])
         for name, row in g["rows"].items()
         if row["status"] == "check failed"
     ]

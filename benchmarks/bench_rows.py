@@ -140,12 +140,38 @@ def _reverse(problem: Problem) -> Bench:
     return Bench(run=run, backward=backward, gradients=lambda: run()[1])
 
 
-def _blas_floor(problem: Problem) -> Bench:
-    """Every matrix product of ``Size.flops`` and nothing else, into preallocated outputs.
+@dataclass(frozen=True)
+class FloorWork:
+    """The least a cell's gradient must compute, as closures over preallocated buffers.
 
-    The 2T products with W are separate calls, as the recurrence forces any implementation
-    to make them; the others are one product over all T·B rows each. Operands are
-    random: the products do not depend on each other's values, only on their shapes.
+    ``products`` are the matrix products of ``Size.flops`` (forward, backward); ``passes``
+    the elementwise passes the equations need (forward, backward), each one NumPy call
+    over its whole array. ``blas_floor`` runs the products alone and ``math_floor`` both:
+    a cell other than the RNN gets its floors by writing its own ``FloorWork`` builder
+    and registering ``_floor(builder, elementwise=...)`` under its own row names.
+    ``arrays`` names the buffers, so that a test can check that the passes compute what
+    ``bptt_ref`` computes.
+    """
+
+    forward_products: Callable[[], None]
+    backward_products: Callable[[], None]
+    forward_passes: Callable[[], None]
+    backward_passes: Callable[[], None]
+    arrays: Mapping[str, NDArray[Any]]
+
+
+def _rnn_floor_work(problem: Problem) -> FloorWork:
+    """The RNN's products and passes for ``tanh``, ``identity`` and ``mse``.
+
+    Products: x Vᵀ, h Uᵀ, g U, the three weight gradients and δ V over all T·B rows, and
+    the 2T recurrent products with W as separate calls, as the recurrence forces any
+    implementation to make them. Passes: f_h = tanh over (T, B, H); f_h′ as
+    ``bptt_ref`` computes it, sech² = 1/cosh² in three passes (cosh, square,
+    reciprocal); f_y is the identity, no pass; the loss ½ Σ r² with r = z − y and its
+    gradient g = r over (T, B, O), one subtraction and one reduction. Left out, though
+    ``loss_and_grad`` pays them: the bias adds and sums, the per-step ⊙ f_h′ and the
+    input checks. Operands the passes do not write are random: the products do not
+    depend on each other's values, only on their shapes.
     """
     B, D, H, O, T = problem.size
     p = problem.case.params
@@ -156,15 +182,24 @@ def _blas_floor(problem: Problem) -> Bench:
         return rng.standard_normal(shape).astype(dtype)
 
     xs = problem.case.xs.reshape(T * B, D)
+    targets = problem.case.targets.reshape(T * B, O)
     U, V, W = p["U"], p["V"], p["W"]
+    # tanh writes h_t into states, so the recurrent products see bounded states, as in
+    # the real forward pass; f_h′ writes into dh, which the products never read.
     states, delta, g = rand(T + 1, B, H), rand(T + 1, B, H), rand(T * B, O)
-    a, da = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
+    a, da, dh = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
     z, dxs = np.empty((T * B, O), dtype), np.empty((T * B, D), dtype)
     dU, dV, dW = np.empty((O, H), dtype), np.empty((H, D), dtype), np.empty((H, H), dtype)
     h_rows, d_rows = states[1:].reshape(T * B, H), delta[:-1].reshape(T * B, H)
     W_T = np.ascontiguousarray(W.T)  # the faster layout, as loss_and_grad uses
 
-    def backward() -> None:
+    def forward_products() -> None:
+        np.matmul(xs, V.T, out=a.reshape(T * B, H))
+        for t in range(T):
+            np.matmul(states[t], W_T, out=a[t])
+        np.matmul(h_rows, U.T, out=z)
+
+    def backward_products() -> None:
         np.matmul(g, U, out=da.reshape(T * B, H))
         for t in range(T):
             np.matmul(delta[t + 1], W, out=da[t])
@@ -173,14 +208,45 @@ def _blas_floor(problem: Problem) -> Bench:
         np.matmul(d_rows.T, states[:-1].reshape(T * B, H), out=dW)
         np.matmul(d_rows, V, out=dxs)
 
-    def run() -> None:
-        np.matmul(xs, V.T, out=a.reshape(T * B, H))
-        for t in range(T):
-            np.matmul(states[t], W_T, out=a[t])
-        np.matmul(h_rows, U.T, out=z)
-        backward()
+    loss = np.empty((), dtype)
 
-    return Bench(run=run, backward=backward)
+    def forward_passes() -> None:
+        np.tanh(a, out=states[1:])
+        np.subtract(z, targets, out=g)
+        loss[()] = 0.5 * np.vdot(g, g)
+
+    def backward_passes() -> None:
+        with np.errstate(over="ignore"):  # as bptt_ref's sech²: cosh² overflows to inf
+            np.cosh(a, out=dh)
+            np.multiply(dh, dh, out=dh)
+        np.reciprocal(dh, out=dh)
+
+    arrays = {"a": a, "h": states[1:], "dh": dh, "z": z, "targets": targets, "g": g, "loss": loss}
+    return FloorWork(forward_products, backward_products, forward_passes, backward_passes, arrays)
+
+
+def _floor(
+    work: Callable[[Problem], FloorWork], *, elementwise: bool
+) -> Callable[[Problem], Bench]:
+    """A floor row: ``work``'s products, and with ``elementwise`` its passes too."""
+
+    def build(problem: Problem) -> Bench:
+        w = work(problem)
+
+        def backward() -> None:
+            if elementwise:
+                w.backward_passes()
+            w.backward_products()
+
+        def run() -> None:
+            w.forward_products()
+            if elementwise:
+                w.forward_passes()
+            backward()
+
+        return Bench(run=run, backward=backward)
+
+    return build
 
 
 def _ready(x: object) -> object:
@@ -331,11 +397,18 @@ REGISTRY: list[Implementation] = [
         blas_threads=1,
     ),
     Implementation(
-        "blas_floor", _blas_floor, "the matrix products alone: the limit of this machine"
+        "blas_floor",
+        _floor(_rnn_floor_work, elementwise=False),
+        "the matrix products alone, into preallocated outputs",
+    ),
+    Implementation(
+        "math_floor",
+        _floor(_rnn_floor_work, elementwise=True),
+        "the products and, once each over its whole array, f_h, f_h′, the loss and ∂L/∂z",
     ),
     Implementation(
         "blas_floor_1thread",
-        _blas_floor,
+        _floor(_rnn_floor_work, elementwise=False),
         "blas_floor with BLAS limited to one thread",
         peer="blas_floor",
         blas_threads=1,

@@ -35,9 +35,12 @@ def bench_bptt(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def test_smoke_run_in_the_bench_session_checks_every_row_and_writes_its_outputs(
-    tmp_path: Path, bench_session: set[str]
+    tmp_path: Path, bench_session: set[str], bench_bptt: Any
 ) -> None:
-    run = run_with_only(bench_session, BENCH / "bench_bptt.py", "--smoke", "--out", str(tmp_path))
+    run = run_with_only(
+        bench_session, BENCH / "bench_bptt.py", "--smoke", "--cpu-features", "avx2",
+        "--out", str(tmp_path),
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "| reverse |" in run.stdout
     # The smoke size is too small to judge a target, and must not read as a miss.
@@ -47,10 +50,35 @@ def test_smoke_run_in_the_bench_session_checks_every_row_and_writes_its_outputs(
     (group,) = result["groups"]
     for name, row in group["rows"].items():
         assert row["status"] in ("ok", "unsupported size"), (name, row)
-    for name in ("reverse", "blas_floor", "jax_grad", "jax_jacrev"):
+    for name in ("reverse", "blas_floor", "math_floor", "jax_grad", "jax_jacrev"):
         assert group["rows"][name]["time_fwd_bwd"]["median_s"] > 0
     for png in ("time_vs_T.png", "time_vs_H.png", "ratio_to_floor.png"):
         assert (tmp_path / png).stat().st_size > 0
+    for dtype in result["machine"]["ufunc_gelem_per_s"].values():
+        assert set(dtype) == {"tanh", "exp", "cosh", "multiply"}
+        assert min(dtype.values()) > 0
+    _check_run_without_avx512(bench_bptt, result, run.stdout)
+
+
+def _check_run_without_avx512(bench_bptt: Any, result: dict[str, Any], stdout: str) -> None:
+    """The ``--cpu-features avx2`` subprocess ran its rows with no AVX-512 target in use."""
+    avx512 = bench_bptt.avx512_targets(result["machine"]["numpy_simd"]["found"])
+    child = result["without_avx512"]
+    if not avx512:  # a CPU without AVX-512: this run already is that case
+        assert "skipped" in child
+        return
+    # The control: the same check finds AVX-512 targets in this process's features.
+    assert avx512 == bench_bptt.avx512_targets(bench_bptt.simd_targets()["found"])
+    assert "## Without AVX-512" in stdout
+    simd = child["machine"]["numpy_simd"]
+    assert bench_bptt.avx512_targets(simd["found"]) == []
+    assert set(avx512) <= set(simd["not_found"])
+    assert {p["architecture"] for p in child["machine"]["threadpools"]} == {"Haswell"}
+    (group,) = child["groups"]
+    assert set(group["rows"]) == {"reverse", "blas_floor", "math_floor"}
+    for row in group["rows"].values():
+        assert row["status"] == "ok"
+        assert row["time_fwd_bwd"]["median_s"] > 0
 
 
 def test_the_bench_session_is_what_noxfile_installs(bench_session: set[str]) -> None:
@@ -122,15 +150,15 @@ def _result(bench_bptt: Any, smoke: bool, medians: dict[str, float]) -> dict[str
 
 
 def test_targets_are_judged_at_full_sizes_and_not_at_the_smoke_size(bench_bptt: Any) -> None:
-    # At the smallest full size: reverse 2× the floor (limit 1.4: missed), 0.5× jax_grad
-    # (limit 1.5: met), no vectorized row (not run), peak memory 3 (limit 4: met).
-    medians = {"reverse": 2.0, "blas_floor": 1.0, "jax_grad": 4.0}
+    # At the smallest full size: reverse 2× the math floor (limit 1.5: missed), 0.5×
+    # jax_grad (limit 1.5: met), no vectorized row (not run), peak memory 3 (limit 4: met).
+    medians = {"reverse": 2.0, "math_floor": 1.0, "jax_grad": 4.0}
     verdicts = {
         t["target"].split(" at ")[0]: t["verdict"]
         for t in bench_bptt.check_targets(_result(bench_bptt, False, medians))
     }
     assert verdicts == {
-        "reverse ≤ 1.4× blas_floor": "no",
+        "reverse ≤ 1.5× math_floor": "no",
         "reverse ≤ 1.5× jax_grad": "yes",
         "vectorized ≤ 1.0× jax_jacrev": "not run",
         "peakmem_reverse ≤ 4.0·T·B·H·itemsize": "yes",
@@ -140,7 +168,36 @@ def test_targets_are_judged_at_full_sizes_and_not_at_the_smoke_size(bench_bptt: 
     assert {t["met"] for t in smoke} == {None}
 
 
+def test_targets_between_rows_left_out_by_rows_are_not_listed(bench_bptt: Any) -> None:
+    # The run without AVX-512 has reverse and the floors only: no jax_grad target.
+    medians = {"reverse": 1.2, "math_floor": 1.0}
+    result = {**_result(bench_bptt, False, medians), "rows": dict.fromkeys(medians)}
+    verdicts = {
+        t["target"].split(" at ")[0]: t["verdict"] for t in bench_bptt.check_targets(result)
+    }
+    assert verdicts == {
+        "reverse ≤ 1.5× math_floor": "yes",
+        "peakmem_reverse ≤ 4.0·T·B·H·itemsize": "yes",
+    }
+
+
 def test_a_size_where_no_selected_row_runs_times_nothing(bench_bptt: Any) -> None:
     # --rows vectorized runs at the two smaller sizes only; the larger ones time no row.
     settings = bench_bptt.Settings(repeats=3, warmup=1, min_sample=0.0)
     assert bench_bptt.time_interleaved({}, {}, settings, print) == {}
+
+
+def test_the_check_without_avx512_fails_on_a_subprocess_that_kept_it(bench_bptt: Any) -> None:
+    # Test the tester: a child run whose NumPy still used its AVX-512 targets (this
+    # process's features, as if the variable had not been set) fails the check.
+    simd = bench_bptt.simd_targets()
+    if not bench_bptt.avx512_targets(simd["found"]):
+        pytest.skip("NumPy uses no AVX-512 target on this CPU")
+    ok = {"status": "ok", "time_fwd_bwd": {"median_s": 1.0}}
+    child = {
+        "machine": {"numpy_simd": simd, "threadpools": [{"architecture": "Haswell"}]},
+        "groups": [{"rows": dict.fromkeys(("reverse", "blas_floor", "math_floor"), ok)}],
+    }
+    result = {"machine": {"numpy_simd": simd}, "without_avx512": child}
+    with pytest.raises(AssertionError, match=r"X86_V4|AVX512"):
+        _check_run_without_avx512(bench_bptt, result, "## Without AVX-512")
