@@ -93,7 +93,7 @@ class Bench:
         run: forward and backward, steady state.
         backward: the backward pass alone from a stored forward pass, if the row can.
         gradients: the gradients to judge (keys of ``bptt_ref.GRAD_NAMES``); ``None``
-            for a row that computes none (``blas_floor``).
+            for a row that computes none (the floors).
         compile_s: one-off cost before the steady state (JAX: the first call).
     """
 
