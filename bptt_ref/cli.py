@@ -1,10 +1,11 @@
 """The ``bptt-ref`` command (extra ``bptt-ref[cli]``).
 
-``bptt-ref verify`` is the main job: it sweeps every hidden activation × output ×
-loss over a few shapes, every weight regime and both dtypes, judges the NumPy
-gradients against the JAX oracle (:mod:`bptt_ref.compare`) and, in float64, against
-complex-step differentiation of the forward pass, and prints per gradient the largest
-ratio of its error to its bound (at most 1 passes). It exits 1 if any comparison fails.
+``bptt-ref verify`` is the main job: for every cell it sweeps each hidden activation the
+cell accepts (the rnn's nine, the gated cells' tanh) × output × loss over a few shapes,
+every weight regime and both dtypes, judges the NumPy gradients against the JAX oracle
+(:mod:`bptt_ref.compare`) and, in float64, against complex-step differentiation of the
+forward pass, and prints one table per cell with, per gradient, the largest ratio of its
+error to its bound (at most 1 passes). It exits 1 if any comparison fails.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import bptt_ref
 from bptt_ref import check
 from bptt_ref.cases import REGIMES, Case, make_case
+from bptt_ref.cells import CELLS
 from bptt_ref.compare import (
     DIRECTIONAL_TOLERANCES,
     NOISE_FACTOR,
@@ -50,7 +52,7 @@ SHAPES: dict[str, tuple[dict[str, int], ...]] = {
 
 @dataclass
 class _Row:
-    """The worst verdicts of one configuration and dtype over the sweep."""
+    """The worst verdicts of one cell, configuration and dtype over the sweep."""
 
     # Per key, the verdict with the largest err / bound: how near the key came to failing.
     worst: dict[str, KeyComparison] = field(default_factory=dict)
@@ -58,11 +60,22 @@ class _Row:
     failures: list[str] = field(default_factory=list)
 
 
-def _sweep_cases(shapes: Sequence[dict[str, int]], seed: int) -> list[Case]:
-    heads = bptt_ref.VALID_HEADS
-    grid = itertools.product(
-        bptt_ref.HIDDEN_ACTIVATIONS, heads, shapes, REGIMES, ("float64", "float32")
-    )
+def _sweep_cases(
+    shapes: Sequence[dict[str, int]], seed: int, cells: Sequence[str] = bptt_ref.CELL_NAMES
+) -> list[Case]:
+    """Every cell × its hidden activations × every head × ``shapes`` × regime × dtype.
+
+    A case's seed is ``seed`` plus its index in the sweep of every cell, so the cases of
+    one cell do not depend on which other cells run (and the rnn's come first, as before
+    there were other cells).
+    """
+    grid = [
+        (cell, hidden, head, dims, regime, dtype)
+        for cell in bptt_ref.CELL_NAMES
+        for hidden, head, dims, regime, dtype in itertools.product(
+            CELLS[cell].activations, bptt_ref.VALID_HEADS, shapes, REGIMES, ("float64", "float32")
+        )
+    ]
     return [
         make_case(
             dims=dims,
@@ -73,8 +86,10 @@ def _sweep_cases(shapes: Sequence[dict[str, int]], seed: int) -> list[Case]:
             regime=regime,
             style="normal",
             seed=seed + i,
+            cell=cell,
         )
-        for i, (hidden, (output, loss), dims, regime, dtype) in enumerate(grid)
+        for i, (cell, hidden, (output, loss), dims, regime, dtype) in enumerate(grid)
+        if cell in cells
     ]
 
 
@@ -82,8 +97,12 @@ def _verify_case(case: Case, row: _Row) -> None:
     from bptt_ref import jax_reference
     from bptt_ref.finite_difference import directional_derivative, random_direction
 
-    _, grads = bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **case.config)
-    _, verdicts = jax_reference.judge(grads, case.params, case.xs, case.targets, **case.config)
+    _, grads = bptt_ref.loss_and_grad(
+        case.params, case.xs, case.targets, cell=case.cell, **case.config
+    )
+    _, verdicts = jax_reference.judge(
+        grads, case.params, case.xs, case.targets, cell=case.cell, **case.config
+    )
     for v in verdicts:
         worst = row.worst.get(v.key)
         if worst is None or not _ratio(v) <= _ratio(worst):
@@ -93,7 +112,7 @@ def _verify_case(case: Case, row: _Row) -> None:
     if case.dtype == np.float64:
         u = random_direction(np.random.default_rng(case.seed), case.params, case.xs)
         numeric = directional_derivative(
-            case.params, case.xs, case.targets, u, method="complex", **case.config
+            case.params, case.xs, case.targets, u, method="complex", cell=case.cell, **case.config
         )
         err = directional_error(grads, u, numeric)
         row.complex_step = max(row.complex_step, err)
@@ -110,19 +129,22 @@ def _cell(ratio: float) -> str:
     return f"{ratio:.2g}" if ratio >= 0.01 else f"{ratio:.0e}"
 
 
-def _caption() -> str:
+def _caption(cells: Sequence[str]) -> str:
     rtol = ", ".join(f"{t.rtol:.0e} ({d.name})" for d, t in TOLERANCES.items())
     cstep = DIRECTIONAL_TOLERANCES["complex"].rtol
+    columns = "; ".join(f"{c}: {' '.join(CELLS[c].grad_names)}" for c in cells)
     return (
-        "U ... xs: the largest err/bound of that gradient over the sweep, as bptt_ref.compare "
-        "judges it against the JAX oracle: err = max|numpy - oracle| / scale, bound = "
-        f"rtol * max(1, T/{STEPS_PER_RTOL}) + ({NOISE_FACTOR:g} N + {ROUNDING_FACTOR:g} eps R) "
-        f"/ scale with rtol {rtol}; N (a correct peer's noise on the case) and R (the rounding "
-        "magnitude of the gradient's sums) widen the bound only for a key that fails without "
-        "them, so an err above rtol can pass. "
+        "One table per cell, one row per configuration (hidden/output/loss; the gated cells' "
+        "hidden is tanh) and dtype. The gradient columns are the cell's own arrays ("
+        f"{columns}): each holds the largest err/bound of that gradient over the row's cases, "
+        "as bptt_ref.compare judges it against the JAX oracle: err = max|numpy - oracle| / "
+        f"scale, bound = rtol * max(1, T/{STEPS_PER_RTOL}) + ({NOISE_FACTOR:g} N + "
+        f"{ROUNDING_FACTOR:g} eps R) / scale with rtol {rtol}; N (a correct peer's noise on "
+        "the case) and R (the rounding magnitude of the gradient's sums) widen the bound only "
+        "for a key that fails without them, so an err above rtol can pass. "
         "cstep (float64 only): the largest |<g, u> - complex-step derivative| / sum |g_i u_i| "
-        f"along a random direction u over all seven arrays, divided by its bound {cstep:g}. "
-        "ok: yes when every ratio in the row is at most 1."
+        "along a random direction u over all the cell's gradient arrays, divided by its bound "
+        f"{cstep:g}. ok: yes when every ratio in the row is at most 1."
     )
 
 
@@ -132,36 +154,42 @@ def _verify(args: argparse.Namespace) -> int:
     from rich.progress import track
     from rich.table import Table
 
-    # The table needs about 120 columns; a narrower terminal wraps it rather than
-    # eliding the numbers, which are the point.
+    # The widest table (the LSTM's) needs about 120 columns; a narrower terminal wraps it
+    # rather than eliding the numbers, which are the point.
     console = Console(width=max(Console().width, 124))
-    cases = _sweep_cases(SHAPES[args.sweep], args.seed)
-    rows: dict[tuple[str, str, str, str], _Row] = {}
+    cells = [c for c in bptt_ref.CELL_NAMES if args.cell is None or c in args.cell]
+    cases = _sweep_cases(SHAPES[args.sweep], args.seed, cells)
+    rows: dict[tuple[str, str, str, str, str], _Row] = {}
     for case in track(cases, description="verifying", console=console, transient=True):
-        key = (case.hidden, case.output, case.loss, case.dtype.name)
+        key = (case.cell, case.hidden, case.output, case.loss, case.dtype.name)
         _verify_case(case, rows.setdefault(key, _Row()))
 
     cstep_bound = DIRECTIONAL_TOLERANCES["complex"].rtol
-    table = Table(
-        title="largest err/bound per gradient over the sweep (at most 1 passes)",
-        caption=_caption(),
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-    )
-    table.add_column("hidden/output/loss", no_wrap=True, min_width=34)
-    table.add_column("dtype", no_wrap=True, min_width=7)
-    for name in (*bptt_ref.GRAD_NAMES, "cstep", "ok"):
-        table.add_column(name, justify="right")
-    for (hidden, output, loss, dtype), row in rows.items():
-        cs = _cell(row.complex_step / cstep_bound) if dtype == "float64" else "-"
-        cells = [_cell(_ratio(row.worst[k])) for k in bptt_ref.GRAD_NAMES]
-        ok = "yes" if not row.failures else "NO"
-        table.add_row(f"{hidden}/{output}/{loss}", dtype, *cells, cs, ok)
-    console.print(table)
+    for cell in cells:
+        table = Table(
+            title=f"{cell}: largest err/bound per gradient over the sweep (at most 1 passes)",
+            box=box.SIMPLE_HEAD,
+            # Two spaces between columns rather than three keep the LSTM's eleven
+            # columns of numbers within the width.
+            collapse_padding=True,
+        )
+        table.add_column("hidden/output/loss", no_wrap=True)
+        table.add_column("dtype", no_wrap=True, min_width=7)
+        for name in (*CELLS[cell].grad_names, "cstep", "ok"):
+            table.add_column(name, justify="right")
+        for (c, hidden, output, loss, dtype), row in rows.items():
+            if c != cell:
+                continue
+            cs = _cell(row.complex_step / cstep_bound) if dtype == "float64" else "-"
+            ratios = [_cell(_ratio(row.worst[k])) for k in CELLS[cell].grad_names]
+            ok = "yes" if not row.failures else "NO"
+            table.add_row(f"{hidden}/{output}/{loss}", dtype, *ratios, cs, ok)
+        console.print(table)
+    console.print(_caption(cells), markup=False)
     (name, dtype), nearest = max(
         (
-            ((f"{h}/{o}/{lo}", d), v)
-            for (h, o, lo, d), row in rows.items()
+            ((f"{c} {h}/{o}/{lo}", d), v)
+            for (c, h, o, lo, d), row in rows.items()
             for v in row.worst.values()
         ),
         key=lambda item: _ratio(item[1]),
@@ -175,7 +203,11 @@ def _verify(args: argparse.Namespace) -> int:
     for failure in failures:
         console.print(f"FAIL {failure}", markup=False)
     verdict = "all agree" if not failures else f"{len(failures)} comparisons failed"
-    console.print(f"{len(cases)} cases ({len(rows)} configurations x dtypes): {verdict}")
+    console.print(
+        f"{len(cases)} cases ({len(rows)} configurations x dtypes, cells {', '.join(cells)}): "
+        f"{verdict}",
+        markup=False,
+    )
     return 1 if failures else 0
 
 
@@ -227,7 +259,7 @@ def _vectors(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with bar, compile_clock(on_event=compiling) as clock:
-            manifest = vectors.write(args.out, seed=args.seed, progress=show)
+            manifest = vectors.write(args.out, seed=args.seed, cells=args.cell, progress=show)
     except RuntimeError as exc:
         console.print(f"FAIL {exc}", markup=False, soft_wrap=True)
         return 1
@@ -242,6 +274,15 @@ def _vectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cell_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument(
+        "--cell",
+        action="append",
+        choices=bptt_ref.CELL_NAMES,
+        help=f"{verb} only this cell's cases (repeat for several; default every cell)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bptt-ref`` with one sub-command per job."""
     parser = argparse.ArgumentParser(prog="bptt-ref", description=__doc__.split("\n\n")[0])
@@ -251,12 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="cross-check the NumPy gradients against JAX and complex-step differentiation",
         description=(
-            "Sweep every hidden x output x loss configuration over built-in shapes, every "
-            "weight regime and both dtypes; print per gradient the largest ratio of its error "
-            "to its bound; exit 1 on any failure."
+            "Sweep every cell x hidden x output x loss configuration over built-in shapes, "
+            "every weight regime and both dtypes; print per cell and gradient the largest "
+            "ratio of its error to its bound; exit 1 on any failure."
         ),
     )
     verify.add_argument("--sweep", choices=sorted(SHAPES), default="default", help="which shapes")
+    _add_cell_option(verify, "verify")
     verify.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
     verify.set_defaults(run=_verify)
     check.add_parser(commands)
@@ -271,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     golden.add_argument("--out", required=True, metavar="DIR", help="directory to write")
     golden.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
+    _add_cell_option(golden, "write")
     golden.set_defaults(run=_vectors)
     return parser
 

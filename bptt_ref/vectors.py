@@ -1,18 +1,35 @@
 """Golden vectors: reference cases with their loss and gradients, loadable from any language.
 
-A set is a directory with one ``<name>.npz`` per case and a ``manifest.json``. Each
-``.npz`` holds, for ``<dt>`` in ``float64`` and ``float32``:
+A set is a directory with one ``<name>.npz`` per case and a ``manifest.json`` (UTF-8).
+A case's name is ``<index>-<cell>-<hidden>-<output>-<loss>-T<T>-<regime>-<style>``,
+e.g. ``081-lstm-tanh-identity-mse-T5-near_critical-normal``; ``<index>`` (three digits)
+orders the set and is unique. Each ``.npz`` holds, for ``<dt>`` in ``float64`` and
+``float32``:
 
-- ``<dt>.U`` (O, H), ``<dt>.V`` (H, D), ``<dt>.W`` (H, H), ``<dt>.b_h`` (H,),
-  ``<dt>.b_y`` (O,), ``<dt>.h0`` (B, H), ``<dt>.xs`` (T, B, D), ``<dt>.targets``
-  (T, B, O): the inputs, in ``<dt>`` (the float32 ones are the float64 ones rounded);
-- ``<dt>.loss`` (a 0-d float64) and ``<dt>.grad.<key>`` for every key ``U, V, W, b_h,
-  b_y, h0, xs``, float64: the JAX oracle's loss and gradients *of those very inputs*,
-  each verified when written against ``bptt_ref.loss_and_grad`` in ``<dt>`` by the
+- ``<dt>.<key>`` for every parameter of the case's cell, then ``<dt>.xs`` (T, B, D) and
+  ``<dt>.targets`` (T, B, O): the inputs, in ``<dt>`` (the float32 ones are the float64
+  ones rounded). The parameters are the cell's and the shared head's ``U`` (O, H) and
+  ``b_y`` (O,):
+
+  - ``rnn``: ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``h0`` (B, H);
+  - ``lstm``: ``W_ih`` (4H, D), ``W_hh`` (4H, H), ``b_ih`` (4H,), ``b_hh`` (4H,),
+    ``h0`` (B, H), ``c0`` (B, H), gates stacked i, f, g, o;
+  - ``gru`` and ``gru_reset_before``: ``W_ih`` (3H, D), ``W_hh`` (3H, H), ``b_ih`` (3H,),
+    ``b_hh`` (3H,), ``h0`` (B, H), gates stacked r, z, n, the reset applied after
+    (``gru``: PyTorch, cuDNN, ONNX ``linear_before_reset=1``) or before
+    (``gru_reset_before``: Cho et al. 2014, ONNX's default) the recurrent product;
+
+  weights are used as ``x_t W_ihᵀ`` and ``h_{t−1} W_hhᵀ`` (PyTorch's orientation), and
+  gate k of hidden unit j is row ``k·H + j`` of ``W_ih``, ``W_hh``, ``b_ih`` and ``b_hh``;
+- ``<dt>.loss`` (a 0-d float64) and ``<dt>.grad.<key>`` for every parameter and ``xs``,
+  float64: the JAX oracle's loss and gradients *of those very inputs*, each verified
+  when written against ``bptt_ref.loss_and_grad(..., cell=)`` in ``<dt>`` by the
   tolerance model of :mod:`bptt_ref.compare`.
 
-The manifest lists each case's configuration, dims, shapes, sha256, and per dtype and
-key the absolute tolerance ``atol``: a result ``a`` of dtype ``<dt>`` is right when
+The manifest lists each case's cell and its ``layout`` (equations, gate order, reset
+placement, weight orientation, every array in named dims), configuration, dims, concrete
+shapes (the parameters first, in the order above), sha256, and per dtype and key the
+absolute tolerance ``atol``: a result ``a`` of dtype ``<dt>`` is right when
 ``max_i |a[i] - grad[i]| <= atol``, the bound ``bptt_ref.compare`` applies to that case.
 Only :func:`load` is needed to read a set, and it needs NumPy alone.
 """
@@ -21,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,17 +46,31 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref._validate import GRAD_NAMES, PARAM_NAMES
+from bptt_ref.cells import CELLS, DATA, Cell
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "GoldenArrays", "GoldenCase", "load", "write"]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "GoldenArrays", "GoldenCase", "layout", "load", "write"]
 
-FORMAT_VERSION = 1
-"""Bumped whenever the layout of the ``.npz`` files or the manifest changes."""
+FORMAT_VERSION = 2
+"""Bumped whenever the layout of the ``.npz`` files or the manifest changes (2: every cell)."""
 MANIFEST = "manifest.json"
 DTYPES = ("float64", "float32")
 
 _BASE = {"T": 5, "B": 3, "D": 4, "H": 6, "O": 3}
 _LONG = {"T": 64, "B": 2, "D": 3, "H": 5, "O": 2}
+
+# What the cell registry does not say yet: the gate order along the stacked axis, and
+# where the GRU's reset goes (the cells' module docstrings state both).
+_GATES = {"rnn": "", "lstm": "i,f,g,o", "gru": "r,z,n", "gru_reset_before": "r,z,n"}
+_RESET = {
+    "gru": (
+        "after the recurrent product: n = tanh(x_t W_in^T + b_in + r * (h_{t-1} W_hn^T + "
+        "b_hn)) (PyTorch nn.GRU, cuDNN, ONNX linear_before_reset=1, Keras reset_after=True)"
+    ),
+    "gru_reset_before": (
+        "before the recurrent product: n = tanh(x_t W_in^T + b_in + (r * h_{t-1}) W_hn^T + "
+        "b_hn) (Cho et al. 2014, ONNX linear_before_reset=0, Keras reset_after=False)"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -47,11 +78,13 @@ class GoldenArrays:
     """One case in one dtype.
 
     Attributes:
-        params: ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
-            ``h0`` (B, H), in the dtype.
+        params: the cell's parameters and the head's (rnn: ``U`` (O, H), ``V`` (H, D),
+            ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,), ``h0`` (B, H); the gated cells: see
+            the module docstring), in the dtype, in the manifest's order.
         xs: (T, B, D) and targets: (T, B, O), in the dtype.
         loss: the reference loss L (float64).
-        grads: the reference gradient of L for every key (float64), shaped like its input.
+        grads: the reference gradient of L for every parameter and ``xs`` (float64),
+            shaped like its input.
         atol: per key, the largest ``max |a - grad|`` a right result in this dtype may have.
     """
 
@@ -65,25 +98,61 @@ class GoldenArrays:
 
 @dataclass(frozen=True)
 class GoldenCase:
-    """One golden case: its labels and its arrays per dtype name (``"float64"``, ``"float32"``)."""
+    """One golden case: its labels, its cell's layout and its arrays per dtype name.
+
+    ``arrays`` is keyed by ``"float64"`` and ``"float32"``; ``layout`` is the manifest's
+    (:func:`layout`).
+    """
 
     name: str
+    cell: str
     hidden: str
     output: str
     loss: str
     regime: str
     style: str
     dims: dict[str, int]
+    layout: dict[str, Any]
     arrays: dict[str, GoldenArrays]
 
     @property
     def config(self) -> dict[str, str]:
-        """``hidden``, ``output`` and ``loss`` as keyword arguments of ``loss_and_grad``."""
-        return {"hidden": self.hidden, "output": self.output, "loss": self.loss}
+        """``cell``, ``hidden``, ``output`` and ``loss`` as keyword arguments of
+        ``bptt_ref.loss_and_grad``."""
+        return {"cell": self.cell, "hidden": self.hidden, "output": self.output, "loss": self.loss}
 
 
-def _specs() -> list[dict[str, Any]]:
-    """The cases of a set: every configuration, T = 1, long T, every regime, edge inputs."""
+def layout(cell: Cell) -> dict[str, Any]:
+    """How ``cell``'s arrays are laid out, as the manifest states it for each case.
+
+    Keys: ``equations`` (the recurrence), ``gates`` (the order of the gate blocks along
+    the first axis, e.g. ``"i,f,g,o"``; empty for the rnn), ``reset`` (the GRUs only:
+    where the reset gate goes), ``weights`` (shapes and orientation of the two products)
+    and ``named_shapes`` (every array in named dims, e.g. ``["4H", "D"]``).
+    """
+    w_ih, w_hh, b_ih, b_hh = cell.roles
+    rows = "H" if cell.gates == 1 else f"{cell.gates}H"
+    biases = " and ".join(f"{b} ({rows},)" for b in (b_ih, b_hh) if b is not None)
+    weights = (
+        f"{w_ih} ({rows}, D) used as x_t {w_ih}^T, {w_hh} ({rows}, H) used as "
+        f"h_{{t-1}} {w_hh}^T, biases {biases}"
+    )
+    if cell.gates > 1:
+        weights += (
+            f"; gate k (0-based, in the order of gates) of hidden unit j is row k*H + j "
+            f"of {w_ih}, {w_hh}, {b_ih} and {b_hh}"
+        )
+    out: dict[str, Any] = {"equations": cell.equations, "gates": _GATES[cell.name]}
+    if cell.name in _RESET:
+        out["reset"] = _RESET[cell.name]
+    out["weights"] = weights
+    out["named_shapes"] = {k: list(v) for k, v in cell.shapes.items()}
+    return out
+
+
+def _rnn_specs() -> list[dict[str, Any]]:
+    """The rnn's cases, as format 1 had them: every configuration, T = 1, long T, every
+    regime, edge inputs (zeros, kinks, large)."""
     from bptt_ref import HIDDEN_ACTIVATIONS, VALID_HEADS
 
     specs: list[dict[str, Any]] = []
@@ -91,16 +160,7 @@ def _specs() -> list[dict[str, Any]]:
     def add(
         hidden: str, head: tuple[str, str], dims: dict[str, int], regime: str, style: str
     ) -> None:
-        specs.append(
-            {
-                "hidden": hidden,
-                "output": head[0],
-                "loss": head[1],
-                "dims": dims,
-                "regime": regime,
-                "style": style,
-            }
-        )
+        specs.append(_spec("rnn", hidden, head, dims, regime, style))
 
     for hidden in HIDDEN_ACTIVATIONS:
         for head in VALID_HEADS:
@@ -119,10 +179,56 @@ def _specs() -> list[dict[str, Any]]:
     return specs
 
 
+def _gated_specs(cell: str) -> list[dict[str, Any]]:
+    """A gated cell's cases: every head at T = 5 and at T = 1, T = 64 in every regime, the
+    other regimes under a nonlinear head, zeros (in xs, every initial state and the
+    targets) under each loss, and large inputs (saturated gates)."""
+    from bptt_ref import VALID_HEADS
+
+    mse, ce = ("identity", "mse"), ("softmax", "cross_entropy")
+    bce = ("sigmoid", "binary_cross_entropy")
+    grid: list[tuple[tuple[str, str], dict[str, int], str, str]] = [
+        *((head, _BASE, "near_critical", "normal") for head in VALID_HEADS),
+        *((head, {**_BASE, "T": 1}, "near_critical", "normal") for head in VALID_HEADS),
+        *(
+            (mse, _LONG, regime, "normal")
+            for regime in ("contracting", "near_critical", "expanding")
+        ),
+        *((ce, _BASE, regime, "normal") for regime in ("contracting", "expanding")),
+        *((head, _BASE, "near_critical", "zeros") for head in (mse, ce, bce)),
+        (mse, _BASE, "near_critical", "large"),
+        (ce, _BASE, "expanding", "large"),
+    ]
+    return [_spec(cell, "tanh", *entry) for entry in grid]
+
+
+def _spec(
+    cell: str, hidden: str, head: tuple[str, str], dims: dict[str, int], regime: str, style: str
+) -> dict[str, Any]:
+    output, loss = head
+    return {
+        "cell": cell,
+        "hidden": hidden,
+        "output": output,
+        "loss": loss,
+        "dims": dims,
+        "regime": regime,
+        "style": style,
+    }
+
+
+def _specs() -> list[dict[str, Any]]:
+    """Every case of a set, in order: the rnn's (format 1's 81, with their seeds), then
+    each gated cell's."""
+    return [
+        spec for name in CELLS for spec in (_rnn_specs() if name == "rnn" else _gated_specs(name))
+    ]
+
+
 def _name(index: int, spec: dict[str, Any]) -> str:
     return (
-        f"{index:03d}-{spec['hidden']}-{spec['output']}-{spec['loss']}-T{spec['dims']['T']}-"
-        f"{spec['regime']}-{spec['style']}"
+        f"{index:03d}-{spec['cell']}-{spec['hidden']}-{spec['output']}-{spec['loss']}-"
+        f"T{spec['dims']['T']}-{spec['regime']}-{spec['style']}"
     )
 
 
@@ -131,45 +237,54 @@ def _sha256(path: Path) -> str:
 
 
 def write(
-    out: str | Path, *, seed: int = 0, progress: Callable[[int, int], None] | None = None
+    out: str | Path,
+    *,
+    seed: int = 0,
+    cells: Iterable[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write the golden set to directory ``out`` and return its manifest.
 
     Every gradient is computed by the JAX oracle (:mod:`bptt_ref.jax_reference`) and
-    verified against ``bptt_ref.loss_and_grad`` in each dtype before anything is
-    written; the manifest goes last, so an interrupted run leaves no valid set.
-    ``progress(done, total)`` is called before the first case and after each one.
+    verified against ``bptt_ref.loss_and_grad(..., cell=)`` in each dtype before
+    anything is written; the manifest goes last, so an interrupted run leaves no valid
+    set. ``cells`` (default: every cell) keeps only those cells' cases, each with the
+    name and seed it has in the whole set. ``progress(done, total)`` is called before
+    the first case and after each one.
 
     Raises:
+        ValueError: an unknown cell in ``cells``.
         RuntimeError: the NumPy gradient and the oracle disagree on some case (a bug
             in this package: please report it with the message).
     """
     import bptt_ref
     from bptt_ref import jax_reference
+    from bptt_ref.cases import make_case
     from bptt_ref.compare import compare_gradients, scale_and_bound, tolerance_for
-    from bptt_ref.strategies import make_case
 
+    wanted = list(CELLS) if cells is None else list(cells)
+    unknown = sorted(set(wanted) - set(CELLS))
+    if unknown:
+        raise ValueError(f"unknown cells {unknown}; expected some of {list(CELLS)}")
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
-    specs = _specs()
+    specs = [(i, spec) for i, spec in enumerate(_specs()) if spec["cell"] in wanted]
     if progress is not None:
         progress(0, len(specs))
-    for index, spec in enumerate(specs):
+    for done, (index, spec) in enumerate(specs, start=1):
         name = _name(index, spec)
+        cell = CELLS[spec["cell"]]
         arrays: dict[str, Any] = {}
         tolerances: dict[str, Any] = {}
         for dtype in DTYPES:
             case = make_case(**spec, dtype=np.dtype(dtype), seed=seed + index)
             ref = jax_reference.reference(
-                case.params,
-                case.xs,
-                case.targets,
-                hidden=case.hidden,
-                output=case.output,
-                loss=case.loss,
+                case.params, case.xs, case.targets, cell=case.cell, **case.config
             )
-            _, grads = bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **case.config)
+            _, grads = bptt_ref.loss_and_grad(
+                case.params, case.xs, case.targets, cell=case.cell, **case.config
+            )
             failed = [v for v in compare_gradients(grads, ref) if not v.ok]
             if failed:
                 details = "; ".join(str(v) for v in failed)
@@ -177,9 +292,9 @@ def write(
             inputs = {**case.params, "xs": case.xs, "targets": case.targets}
             arrays.update({f"{dtype}.{k}": v for k, v in inputs.items()})
             arrays[f"{dtype}.loss"] = np.float64(ref.loss)
-            arrays.update({f"{dtype}.grad.{k}": g for k, g in ref.grads.items()})
+            arrays.update({f"{dtype}.grad.{k}": ref.grads[k] for k in cell.grad_names})
             atol = {}
-            for k in GRAD_NAMES:
+            for k in cell.grad_names:
                 scale, bound = scale_and_bound(ref, k)
                 atol[k] = bound * scale
             tolerances[dtype] = {"rtol": tolerance_for(dtype), "loss": ref.loss, "atol": atol}
@@ -190,34 +305,38 @@ def write(
                 "name": name,
                 "file": path.name,
                 "sha256": _sha256(path),
-                **{k: spec[k] for k in ("hidden", "output", "loss", "regime", "style")},
+                **{k: spec[k] for k in ("cell", "hidden", "output", "loss", "regime", "style")},
                 "seed": seed + index,
                 "dims": spec["dims"],
+                "layout": layout(cell),
                 "shapes": {k: list(v.shape) for k, v in inputs.items()},
                 "dtypes": tolerances,
             }
         )
         if progress is not None:
-            progress(index + 1, len(specs))
+            progress(done, len(specs))
     manifest = {
         "format": "bptt-ref golden vectors",
         "format_version": FORMAT_VERSION,
         "bptt_ref_version": bptt_ref.__version__,
         "model": (
-            "a_t = x_t V^T + h_{t-1} W^T + b_h, h_t = f_h(a_t), z_t = h_t U^T + b_y, "
-            "y_hat_t = f_y(z_t), L = sum_t sum_b loss(y_hat_{t,b}, targets_{t,b}) (a sum, no "
-            "mean); mse is 0.5 sum_o (y_hat_o - y_o)^2. Shapes: xs (T,B,D), targets (T,B,O), "
-            "U (O,H), V (H,D), W (H,H), b_h (H,), b_y (O,), h0 (B,H)."
+            "the case's cell (layout.equations) maps x_t and h_{t-1} (and c_{t-1}) to h_t from "
+            "h0 (and c0), t = 0 ... T-1; then z_t = h_t U^T + b_y, y_hat_t = f_y(z_t), "
+            "L = sum_t sum_b loss(y_hat_{t,b}, targets_{t,b}) (a sum, no mean); mse is "
+            "0.5 sum_o (y_hat_o - y_o)^2. Row vectors, time-major: xs (T,B,D), targets "
+            "(T,B,O), U (O,H), b_y (O,); the cell's arrays in layout.named_shapes. hidden is "
+            "the rnn's f_h; the gated cells' nonlinearities are fixed (hidden is tanh)"
         ),
         "arrays": (
             "<dt>.<name> for the inputs in dtype <dt> (float64 or float32; the float32 inputs "
-            "are the float64 ones rounded); <dt>.loss and <dt>.grad.<key> (float64) are the "
-            "loss and gradients of exactly the <dt> inputs"
+            "are the float64 ones rounded), named as in shapes; <dt>.loss and <dt>.grad.<key> "
+            "(float64) are the loss and gradients of exactly the <dt> inputs, for every key "
+            "of dtypes[<dt>].atol"
         ),
         "gradients": (
             "reverse-mode autodiff of the JAX oracle (bptt_ref.jax_reference) in float64, each "
-            "verified when written against bptt_ref.loss_and_grad run in <dt>, by the "
-            "tolerance model of bptt_ref.compare"
+            "verified when written against bptt_ref.loss_and_grad(..., cell=) run in <dt>, by "
+            "the tolerance model of bptt_ref.compare"
         ),
         "tolerance": (
             "a gradient a computed in dtype <dt> is right when max_i |a[i] - grad[i]| <= "
@@ -226,7 +345,8 @@ def write(
         ),
         "cases": entries,
     }
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+    (directory / MANIFEST).write_text(text, encoding="utf-8")
     return manifest
 
 
@@ -244,7 +364,7 @@ def load(directory: str | Path) -> list[GoldenCase]:
         raise FileNotFoundError(
             f"no {MANIFEST} in {directory}; expected a set written by `bptt-ref vectors --out`"
         )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
@@ -262,14 +382,16 @@ def load(directory: str | Path) -> list[GoldenCase]:
                 f"{path} has sha256 {digest}, but {MANIFEST} says {entry['sha256']}: the file "
                 "was changed after it was written; regenerate or re-download the set"
             )
+        # The manifest names every array, so reading needs no knowledge of the cells.
+        param_names = [k for k in entry["shapes"] if k not in DATA]
         with np.load(path) as data:
             arrays = {
                 dt: GoldenArrays(
-                    params={k: data[f"{dt}.{k}"] for k in PARAM_NAMES},
+                    params={k: data[f"{dt}.{k}"] for k in param_names},
                     xs=data[f"{dt}.xs"],
                     targets=data[f"{dt}.targets"],
                     loss=float(data[f"{dt}.loss"]),
-                    grads={k: data[f"{dt}.grad.{k}"] for k in GRAD_NAMES},
+                    grads={k: data[f"{dt}.grad.{k}"] for k in entry["dtypes"][dt]["atol"]},
                     atol={k: float(v) for k, v in entry["dtypes"][dt]["atol"].items()},
                 )
                 for dt in DTYPES
@@ -277,12 +399,14 @@ def load(directory: str | Path) -> list[GoldenCase]:
         cases.append(
             GoldenCase(
                 name=entry["name"],
+                cell=entry["cell"],
                 hidden=entry["hidden"],
                 output=entry["output"],
                 loss=entry["loss"],
                 regime=entry["regime"],
                 style=entry["style"],
                 dims=dict(entry["dims"]),
+                layout=dict(entry["layout"]),
                 arrays=arrays,
             )
         )
