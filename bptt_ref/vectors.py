@@ -58,9 +58,8 @@ DTYPES = ("float64", "float32")
 _BASE = {"T": 5, "B": 3, "D": 4, "H": 6, "O": 3}
 _LONG = {"T": 64, "B": 2, "D": 3, "H": 5, "O": 2}
 
-# What the cell registry does not say yet: the gate order along the stacked axis, and
-# where the GRU's reset goes (the cells' module docstrings state both).
-_GATES = {"rnn": "", "lstm": "i,f,g,o", "gru": "r,z,n", "gru_reset_before": "r,z,n"}
+# Where the GRU's reset goes, in the words of the frameworks that choose each placement
+# (the cells' equations say it in the model's own notation).
 _RESET = {
     "gru": (
         "after the recurrent product: n = tanh(x_t W_in^T + b_in + r * (h_{t-1} W_hn^T + "
@@ -142,7 +141,7 @@ def layout(cell: Cell) -> dict[str, Any]:
             f"; gate k (0-based, in the order of gates) of hidden unit j is row k*H + j "
             f"of {w_ih}, {w_hh}, {b_ih} and {b_hh}"
         )
-    out: dict[str, Any] = {"equations": cell.equations, "gates": _GATES[cell.name]}
+    out: dict[str, Any] = {"equations": cell.equations, "gates": ",".join(cell.gate_names)}
     if cell.name in _RESET:
         out["reset"] = _RESET[cell.name]
     out["weights"] = weights

@@ -81,7 +81,9 @@ class Cell:
             forward pass, masks and truncation (:mod:`bptt_ref.truncation`); such a cell
             leaves ``backward`` as ``None``. Every other cell gives ``backward`` and runs
             forward, the shared head and backward.
-        gates: G, the number of gate blocks stacked in the weights.
+        gate_names: the gates in the order their blocks of H rows are stacked in the
+            weights (``("i", "f", "g", "o")`` for the LSTM); empty for the RNN, whose
+            weights have one block.
     """
 
     name: str
@@ -96,7 +98,7 @@ class Cell:
     forward: Callable[..., CellPass]
     backward: Callable[..., dict[str, Array]] | None = None
     fused: Callable[..., tuple[float, dict[str, Array]]] | None = None
-    gates: int = 1
+    gate_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         every = {**self.params, **HEAD_PARAMS}
@@ -115,6 +117,11 @@ class Cell:
         """Every parameter and data array in named dims, in the order of :attr:`names`."""
         every = {**self.params, **HEAD_PARAMS}
         return {**{k: every[k] for k in self.names}, **DATA}
+
+    @property
+    def gates(self) -> int:
+        """G, the number of gate blocks stacked in the weights."""
+        return max(1, len(self.gate_names))
 
     @property
     def grad_names(self) -> tuple[str, ...]:

@@ -381,7 +381,7 @@ def _cell(name: str, reset_after: bool, candidate: str) -> Cell:
         init=with_head(init),
         forward=run,
         backward=backward,
-        gates=3,
+        gate_names=("r", "z", "n"),
     )
 
 

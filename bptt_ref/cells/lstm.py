@@ -299,6 +299,6 @@ CELL = Cell(
     init=with_head(init),
     forward=lambda params, xs, live, hidden: forward(params, xs, live),
     backward=backward,
-    gates=4,
+    gate_names=("i", "f", "g", "o"),
 )
 """The LSTM (PyTorch / cuDNN layout, gates i, f, g, o)."""

@@ -51,9 +51,6 @@ which is never called h_0 or h_{-1} here: h_0 = f_h(a_0) would read as the first
 _CARRIED = {"h0": "h_{t-1}", "c0": "c_{t-1}"}
 """The state step t starts from, for each initial state's key."""
 
-_GATES = {"lstm": "ifgo", "gru": "rzn", "gru_reset_before": "rzn"}
-"""The gates of each gated cell, in the order their blocks are stacked."""
-
 
 def sliced(case: Case, *, T: int | None = None, B: int | None = None) -> Case:
     """The same case cut to its first T steps or first B batch rows (every initial state)."""
@@ -249,8 +246,8 @@ def _gate_order(
     order σ computes another model, the reference's at the blocks reordered back; its
     gradient is that model's, reordered. Each is named only when one order alone fits.
     """
-    order = _GATES.get(case.cell)
-    if order is None:
+    order = CELLS[case.cell].gate_names
+    if not order:
         return None
     stacked, G = _stacked(case.cell), len(order)
     written, read = [], []
@@ -330,7 +327,7 @@ def _z_swapped(case: Case, keys: tuple[str, ...], actual: Grads, rtol: float) ->
     """
     if case.cell not in ("gru", "gru_reset_before"):
         return None
-    stacked, order = _stacked(case.cell), _GATES[case.cell]
+    stacked, order = _stacked(case.cell), CELLS[case.cell].gate_names
     signs = np.array([-1.0 if g == "z" else 1.0 for g in order])
     model = _numpy_grads(case, _reblocked(case.params, stacked, len(order), signs))
     if not _near(actual, _reblocked(model, stacked, len(order), signs), keys, rtol):
