@@ -299,7 +299,7 @@ def test_init_errors() -> None:
         "spectral_radius": 1.0,
     }
     with pytest.raises(TypeError, match=r"^rng must be a numpy.random.Generator; got int$"):
-        lstm.init(0, dtype=np.float64, **kwargs)  # type: ignore[arg-type]
+        lstm.init(0, dtype=np.float64, **kwargs)
     with pytest.raises(TypeError, match=r"^dtype is float16; expected float32 or float64$"):
         lstm.init(np.random.default_rng(0), dtype=np.float16, **kwargs)
 

@@ -157,3 +157,46 @@ def with_head(init: Callable[..., Mapping[str, Array]]) -> Callable[..., dict[st
         return {**own, **head}
 
     return complete
+
+
+def gated_init(gates: int, states: tuple[str, ...]) -> Callable[..., dict[str, Array]]:
+    """``init`` of a cell with ``gates`` blocks in ``W_ih``, ``W_hh``, ``b_ih``, ``b_hh``.
+
+    The returned ``init(rng, *, batch_size, input_size, hidden_size, spectral_radius,
+    dtype)`` draws ``W_hh`` (G·H, H) as G Gaussian H×H blocks, each scaled so that
+    max |eig| = ``spectral_radius`` (0.5 contracting, 1.0, 1.5 expanding), then
+    ``W_ih`` (G·H, D) ~ N(0, 1/D), ``b_ih``, ``b_hh`` (G·H,) ~ N(0, 0.1²), and each of
+    ``states`` (B, H) ~ N(0, 0.5²), all in ``dtype``.
+
+    Raises:
+        TypeError: if ``rng`` is not a ``numpy.random.Generator`` or ``dtype`` is not
+            float32 or float64.
+    """
+
+    def init(
+        rng: np.random.Generator,
+        *,
+        batch_size: int,
+        input_size: int,
+        hidden_size: int,
+        spectral_radius: float,
+        dtype: Any,
+    ) -> dict[str, Array]:
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise TypeError(f"dtype is {np.dtype(dtype)}; expected float32 or float64")
+        B, D, H, G = batch_size, input_size, hidden_size, gates
+        blocks = [rng.standard_normal((H, H)) for _ in range(G)]
+        params = {
+            "W_ih": rng.standard_normal((G * H, D)) / np.sqrt(D),
+            "W_hh": np.concatenate(
+                [W * (spectral_radius / np.max(np.abs(np.linalg.eigvals(W)))) for W in blocks]
+            ),
+            "b_ih": 0.1 * rng.standard_normal(G * H),
+            "b_hh": 0.1 * rng.standard_normal(G * H),
+            **{k: 0.5 * rng.standard_normal((B, H)) for k in states},
+        }
+        return {k: v.astype(dtype) for k, v in params.items()}
+
+    return init

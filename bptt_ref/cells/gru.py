@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from bptt_ref._activations import HIDDEN, Array, sigmoid
 from bptt_ref._rnn import _BLOCK_BYTES, _small_ufunc_buffers
-from bptt_ref.cells._spec import Cell, with_head
+from bptt_ref.cells._spec import Cell, gated_init, with_head
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "W_ih": ("3H", "D"),
@@ -332,33 +332,9 @@ def backward(
         }
 
 
-def init(
-    rng: np.random.Generator,
-    *,
-    batch_size: int,
-    input_size: int,
-    hidden_size: int,
-    spectral_radius: float,
-    dtype: Any,
-) -> dict[str, Array]:
-    """Random GRU parameters (either variant), without argument checks.
-
-    ``W_ih`` (3H, D) ~ N(0, 1/D); ``W_hh`` (3H, H): each gate's (H, H) block Gaussian,
-    scaled so that max |eig| = ``spectral_radius`` (0.5 contracting, 1.0, 1.5 expanding);
-    ``b_ih``, ``b_hh`` (3H,) ~ N(0, 0.1²); ``h0`` (B, H) ~ N(0, 0.5²); all in ``dtype``.
-    """
-    B, D, H = batch_size, input_size, hidden_size
-    blocks = [rng.standard_normal((H, H)) for _ in range(3)]
-    params = {
-        "W_ih": rng.standard_normal((3 * H, D)) / np.sqrt(D),
-        "W_hh": np.concatenate(
-            [W * (spectral_radius / np.max(np.abs(np.linalg.eigvals(W)))) for W in blocks]
-        ),
-        "b_ih": 0.1 * rng.standard_normal(3 * H),
-        "b_hh": 0.1 * rng.standard_normal(3 * H),
-        "h0": 0.5 * rng.standard_normal((B, H)),
-    }
-    return {k: v.astype(dtype) for k, v in params.items()}
+init = gated_init(3, ("h0",))
+"""Random parameters of either variant (:func:`~bptt_ref.cells._spec.gated_init`): each
+gate's block of ``W_hh`` at the given spectral radius."""
 
 
 def _cell(name: str, reset_after: bool, candidate: str) -> Cell:

@@ -21,14 +21,14 @@ docs/derivation.md §9 derives the backward recurrence.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 # _tanh_prime is private to _activations: the package's one sech², cancellation-free.
 from bptt_ref._activations import Array, _tanh_prime, sigmoid
-from bptt_ref.cells._spec import Cell, with_head
+from bptt_ref.cells._spec import Cell, gated_init, with_head
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "W_ih": ("4H", "D"),
@@ -244,42 +244,9 @@ def backward(
     }
 
 
-def init(
-    rng: np.random.Generator,
-    *,
-    batch_size: int,
-    input_size: int,
-    hidden_size: int,
-    spectral_radius: float,
-    dtype: Any,
-) -> dict[str, NDArray[np.floating]]:
-    """Random LSTM parameters, each gate's recurrent block at a given spectral radius.
-
-    ``W_ih`` (4H, D) ~ N(0, 1/D); ``W_hh`` (4H, H) four Gaussian H×H blocks, each scaled so
-    that max |eig| = ``spectral_radius`` (0.5 contracting, 1.0, 1.5 expanding);
-    ``b_ih``, ``b_hh`` (4H,) ~ N(0, 0.1²); ``h0``, ``c0`` (B, H) ~ N(0, 0.5²).
-
-    Raises:
-        TypeError: if ``rng`` is not a ``numpy.random.Generator`` or ``dtype`` is not
-            float32 or float64.
-    """
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-    if np.dtype(dtype) not in (np.float32, np.float64):
-        raise TypeError(f"dtype is {np.dtype(dtype)}; expected float32 or float64")
-    B, D, H = batch_size, input_size, hidden_size
-    blocks = [rng.standard_normal((H, H)) for _ in range(4)]
-    params = {
-        "W_ih": rng.standard_normal((4 * H, D)) / np.sqrt(D),
-        "W_hh": np.concatenate(
-            [W * (spectral_radius / np.max(np.abs(np.linalg.eigvals(W)))) for W in blocks]
-        ),
-        "b_ih": 0.1 * rng.standard_normal(4 * H),
-        "b_hh": 0.1 * rng.standard_normal(4 * H),
-        "h0": 0.5 * rng.standard_normal((B, H)),
-        "c0": 0.5 * rng.standard_normal((B, H)),
-    }
-    return {k: v.astype(dtype) for k, v in params.items()}
+init = gated_init(4, ("h0", "c0"))
+"""Random parameters (:func:`~bptt_ref.cells._spec.gated_init`): each gate's block of
+``W_hh`` at the given spectral radius."""
 
 
 CELL = Cell(
