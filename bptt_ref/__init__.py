@@ -13,9 +13,8 @@ from bptt_ref._model import Trace as Trace
 from bptt_ref._model import forward as forward
 from bptt_ref._model import loss_and_grad as loss_and_grad
 from bptt_ref._model import random_params as random_params
-from bptt_ref._validate import GRAD_NAMES as GRAD_NAMES
-from bptt_ref._validate import PARAM_NAMES as PARAM_NAMES
 from bptt_ref.cells import CELLS as _CELLS
+from bptt_ref.config import Config as Config
 from bptt_ref.note_form import StepJacobians as StepJacobians
 from bptt_ref.note_form import chains_grads as chains_grads
 from bptt_ref.note_form import jacobian_product_norms as jacobian_product_norms
@@ -36,6 +35,10 @@ OUTPUT_ACTIVATIONS: tuple[str, ...] = tuple(_OUTPUT)
 """Names accepted for the output nonlinearity ``f_y``."""
 LOSSES: tuple[str, ...] = tuple(_LOSS_OUTPUTS)
 """Names accepted for the loss."""
+PARAM_NAMES: tuple[str, ...] = _CELLS["rnn"].names
+"""The vanilla RNN's parameter names, as in the seed note (plus the initial state ``h0``)."""
+GRAD_NAMES: tuple[str, ...] = _CELLS["rnn"].grad_names
+"""The keys of the vanilla RNN's gradient dictionary: every parameter and the inputs."""
 CELL_NAMES: tuple[str, ...] = tuple(_CELLS)
 """Names accepted for the ``cell`` argument (``bptt_ref.cells.CELLS`` describes each)."""
 
@@ -48,6 +51,7 @@ __all__ = [
     "OUTPUT_ACTIVATIONS",
     "PARAM_NAMES",
     "VALID_HEADS",
+    "Config",
     "StepJacobians",
     "Trace",
     "__version__",

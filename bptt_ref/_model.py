@@ -10,7 +10,7 @@ T·B rows and hands the cell ``∂L/∂h_t = g_t U`` to run the recurrence backw
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,6 +19,10 @@ from bptt_ref._activations import OUTPUT, Array
 from bptt_ref._losses import loss_grad_logits, loss_sum
 from bptt_ref._validate import check_inputs, check_names
 from bptt_ref.cells import Cell, cell_named
+from bptt_ref.config import Config, model_of
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class Trace(NamedTuple):
@@ -158,14 +162,7 @@ def run_gated(
 
 
 def loss_and_grad(
-    params: Mapping[str, Any],
-    xs: Any,
-    targets: Any,
-    *,
-    cell: str | Cell = "rnn",
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+    params: Mapping[str, Any], xs: Any, targets: Any, **config: Unpack[Config]
 ) -> tuple[float, dict[str, NDArray[np.floating]]]:
     r"""The loss and its gradient with respect to every parameter and the inputs.
 
@@ -196,10 +193,10 @@ def loss_and_grad(
         xs: inputs, shape (T, B, D).
         targets: shape (T, B, O); probability rows for ``cross_entropy``, values in
             [0, 1] for ``binary_cross_entropy``.
-        cell: ``"rnn"`` (default) or another key of ``CELLS``.
-        hidden: name of ``f_h`` (default ``"tanh"``); output: name of ``f_y`` (default
-            ``"identity"``); loss: name of the loss (default ``"mse"``; ``VALID_HEADS``
-            lists the valid output/loss pairs).
+        config: the keywords of :class:`bptt_ref.Config`: ``cell`` (default ``"rnn"``, or
+            another key of ``CELLS``), ``hidden``, the name of ``f_h`` (default
+            ``"tanh"``), ``output``, the name of ``f_y`` (default ``"identity"``), and
+            ``loss`` (default ``"mse"``; ``VALID_HEADS`` lists the valid output/loss pairs).
 
     Returns:
         ``(L, grads)``: ``L`` as a Python float and ``grads`` with a key for every
@@ -207,16 +204,15 @@ def loss_and_grad(
         dtype. T = 0 or B = 0 is an empty sum: ``L = 0`` and every gradient is zero.
 
     Raises:
-        ValueError, TypeError: for unknown names, invalid combinations, wrong keys,
+        ValueError, TypeError: for unknown keywords or names, invalid combinations, wrong keys,
             shapes or dtypes, and non-finite values; the inputs are never modified.
     """
-    spec = cell_named(cell)
-    check_names(hidden, output, loss, cell=spec)
-    p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
+    model = model_of(config)
+    p, x, y = check_inputs(params, xs, targets, loss=model.loss, cell=model.cell)
     assert y is not None
-    if spec.fused is not None:
-        return spec.fused(p, x, y, hidden, output, loss)
-    return run_gated(spec, p, x, y, output, loss)
+    if model.cell.fused is not None:
+        return model.cell.fused(p, x, y, model.hidden, model.output, model.loss)
+    return run_gated(model.cell, p, x, y, model.output, model.loss)
 
 
 def random_params(

@@ -16,12 +16,6 @@ from bptt_ref._activations import HIDDEN, OUTPUT
 from bptt_ref._losses import LOSS_OUTPUTS, VALID_HEADS
 from bptt_ref.cells._spec import Cell, shape_of
 
-PARAM_NAMES: tuple[str, ...] = ("U", "V", "W", "b_h", "b_y", "h0")
-"""The parameter names, as in the seed note (plus the initial state ``h0``)."""
-
-GRAD_NAMES: tuple[str, ...] = (*PARAM_NAMES, "xs")
-"""The keys of the gradient dictionary: every parameter and the inputs."""
-
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 

@@ -18,14 +18,17 @@ backward pass against its own forward pass (the adjoint or "dot-product" test):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bptt_ref._model import loss_value
-from bptt_ref._validate import check_inputs, check_names
-from bptt_ref.cells import Cell, cell_named
+from bptt_ref._validate import check_inputs
+from bptt_ref.config import Config, model_of
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Estimate", "directional_derivative", "directional_estimate", "random_direction"]
 
@@ -58,24 +61,11 @@ def directional_derivative(
     targets: Any,
     direction: Mapping[str, Any],
     *,
-    cell: str | Cell = "rnn",
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
     method: Literal["central", "complex"] = "complex",
+    **config: Unpack[Config],
 ) -> float:
     """``⟨∇L(θ), u⟩`` by differencing the forward pass: :func:`directional_estimate`'s value."""
-    return directional_estimate(
-        params,
-        xs,
-        targets,
-        direction,
-        method=method,
-        cell=cell,
-        hidden=hidden,
-        output=output,
-        loss=loss,
-    ).value
+    return directional_estimate(params, xs, targets, direction, method=method, **config).value
 
 
 def directional_estimate(
@@ -84,11 +74,8 @@ def directional_estimate(
     targets: Any,
     direction: Mapping[str, Any],
     *,
-    cell: str | Cell = "rnn",
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
     method: Literal["central", "complex"] = "complex",
+    **config: Unpack[Config],
 ) -> Estimate:
     """``⟨∇L(θ), u⟩`` by differencing the forward pass, in float64 (or complex128), with
     an estimate of its truncation error: 0 for the complex step (exact to rounding), and
@@ -101,10 +88,10 @@ def directional_estimate(
         direction: ``u``, one array per key of ``CELLS[cell].grad_names`` (the parameters
             and ``xs``), each of its input's shape.
         method: ``"central"`` differences or ``"complex"`` step (see module docstring).
-        cell, hidden, output, loss: the model, as for :func:`bptt_ref.loss_and_grad`.
+        config: the model's ``cell``, ``hidden``, ``output``, ``loss``, as for
+            :func:`bptt_ref.loss_and_grad`.
     """
-    spec = cell_named(cell)
-    check_names(hidden, output, loss, cell=spec)
+    spec, hidden, output, loss = model_of(config)
     p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
     assert y is not None
     theta = {**p, "xs": x}

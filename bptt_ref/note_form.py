@@ -39,7 +39,7 @@ form                   what it does                                cost
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,6 +48,10 @@ from bptt_ref._activations import HIDDEN, Array
 from bptt_ref._losses import loss_grad_logits, loss_sum
 from bptt_ref._rnn import _run
 from bptt_ref._validate import check_inputs, check_names
+from bptt_ref.config import Config, Model, model_of
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "StepJacobians",
@@ -173,10 +177,8 @@ class _Pass(NamedTuple):
     total: float  # L, summed as loss_and_grad sums it
 
 
-def _forward(
-    params: Mapping[str, Any], xs: Any, targets: Any, hidden: str, output: str, loss: str
-) -> _Pass:
-    check_names(hidden, output, loss)
+def _forward(params: Mapping[str, Any], xs: Any, targets: Any, model: Model) -> _Pass:
+    _, hidden, output, loss = model
     p, x, y = check_inputs(params, xs, targets, loss=loss)
     assert y is not None
     run = _run(p, x, hidden, output)
@@ -360,10 +362,7 @@ def vectorized_grads(
     params: Mapping[str, Any],
     xs: Any,
     targets: Any,
-    *,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+    **config: Unpack[Config],
 ) -> tuple[Array, Grads]:
     r"""Per-term gradients ``dL_t/dθ`` for every t, all T chains advanced together.
 
@@ -399,7 +398,8 @@ def vectorized_grads(
             ``h0`` (B, H).
         xs: inputs, shape (T, B, D).
         targets: shape (T, B, O).
-        hidden, output, loss: as for :func:`bptt_ref.loss_and_grad`.
+        config: ``hidden``, ``output``, ``loss`` as for :func:`bptt_ref.loss_and_grad`
+            (``cell`` may only be ``"rnn"``: the note's forms are the vanilla RNN's).
 
     Returns:
         ``(losses, grads)``: ``losses`` (T,) holds ``L_t``; ``grads[θ]`` has shape
@@ -410,7 +410,7 @@ def vectorized_grads(
     Raises:
         ValueError, TypeError: as :func:`bptt_ref.loss_and_grad`.
     """
-    fp = _forward(params, xs, targets, hidden, output, loss)
+    fp = _forward(params, xs, targets, model_of(config, cells=("rnn",)))
     p, x = fp.params, fp.xs
     T, B, H = fp.top.shape
     D = x.shape[2]
@@ -440,10 +440,7 @@ def chains_grads(
     params: Mapping[str, Any],
     xs: Any,
     targets: Any,
-    *,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+    **config: Unpack[Config],
 ) -> tuple[Array, Grads]:
     """Per-term gradients by one vector-Jacobian chain per loss term, in Python loops.
 
@@ -453,7 +450,7 @@ def chains_grads(
     It is the form to time against :func:`vectorized_grads` (same arithmetic, T times more
     Python-level steps).
     """
-    fp = _forward(params, xs, targets, hidden, output, loss)
+    fp = _forward(params, xs, targets, model_of(config, cells=("rnn",)))
     p, x, states = fp.params, fp.xs, fp.states
     T = x.shape[0]
     jac = _jacobians(p, x, states, fp.slope)
@@ -490,10 +487,7 @@ def literal_grads(
     params: Mapping[str, Any],
     xs: Any,
     targets: Any,
-    *,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+    **config: Unpack[Config],
 ) -> tuple[Array, Grads]:
     r"""Per-term gradients by the note's formula with every Jacobian materialized.
 
@@ -513,7 +507,7 @@ def literal_grads(
 
     Shapes and return value as :func:`vectorized_grads`.
     """
-    fp = _forward(params, xs, targets, hidden, output, loss)
+    fp = _forward(params, xs, targets, model_of(config, cells=("rnn",)))
     p, x, states = fp.params, fp.xs, fp.states
     T = x.shape[0]
     jac = _jacobians(p, x, states, fp.slope)
@@ -539,10 +533,7 @@ def lag_contributions(
     params: Mapping[str, Any],
     xs: Any,
     targets: Any,
-    *,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+    **config: Unpack[Config],
 ) -> dict[str, Array]:
     r"""Norms of each summand of the note's sum: the lag decomposition of ``dL_t/dθ``.
 
@@ -563,7 +554,7 @@ def lag_contributions(
     Returns:
         ``{"W": …, "V": …, "b_h": …}``, each of shape (T, T).
     """
-    fp = _forward(params, xs, targets, hidden, output, loss)
+    fp = _forward(params, xs, targets, model_of(config, cells=("rnn",)))
     T = fp.xs.shape[0]
     u = np.zeros_like(fp.top, shape=(T, *fp.top.shape))
     _term_chains(fp.top, fp.slope, fp.params["W"], range(T), out=u)

@@ -22,6 +22,10 @@ and the same for V, b_h and ``dL_t/dx_k`` (zero for k < s_t); ``dL_t/dh0`` is ke
 when ``s_t = 0``; U and b_y need no recurrence and are never truncated. When every
 ``s_t = 0`` this is full BPTT.
 
+The rule is the same for every cell: the gated cells' window starts from their whole state
+(``h_{s_t - 1}`` and, for the LSTM, ``c_{s_t - 1}``) held constant, and every parameter of
+the cell plays W's part above; the note's Jacobian forms stay the vanilla RNN's.
+
 Masks (``mask`` (T, B), True where step t of sequence b is real) come in two semantics,
 described at :func:`masked_loss_and_grad`.
 """
@@ -30,16 +34,23 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bptt_ref._activations import HIDDEN
 from bptt_ref._losses import loss_grad_logits, loss_sum
+from bptt_ref._model import head_backward, run_gated
 from bptt_ref._rnn import _run
-from bptt_ref._validate import check_inputs, check_names
-from bptt_ref.note_form import Grads, _assemble, _chain_cotangents, _forward, _Pass
+from bptt_ref._validate import check_inputs
+from bptt_ref.cells import Cell
+from bptt_ref.config import Config, Model, model_of
+from bptt_ref.note_form import Grads, _assemble, _chain_cotangents, _forward
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "MASK_MODES",
@@ -108,9 +119,61 @@ def chunk_starts(T: int, k1: int, k2: int) -> NDArray[np.intp]:
     return starts
 
 
-def _truncated(fp: _Pass, starts: NDArray[np.intp]) -> tuple[float, Grads]:
-    u, h0 = _chain_cotangents(fp.top, fp.slope, fp.params["W"], starts)
-    return fp.total, _assemble(fp.params, fp.xs, fp.states, fp.g, u, h0)
+def _gated_truncated(
+    cell: Cell,
+    p: Mapping[str, NDArray[np.floating]],
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    output: str,
+    loss: str,
+    starts: NDArray[np.intp],
+) -> tuple[float, Grads]:
+    """The truncation rule for a cell with a ``backward``, on checked inputs.
+
+    The loss terms that share a window start s (a run of consecutive t for both kinds of
+    truncation) are back-propagated together: the cell runs again from its state at step
+    s - 1, taken from the full forward pass as a constant (its own ``h0``, ``c0`` for
+    s = 0), over steps s … e, the last of those terms, with the head's ``∂L_t/∂h_t`` for
+    those terms only. Windows overlap, so the cost is O(T·(window + 1)) steps.
+    """
+    fw = cell.forward(p, x, None, "tanh")
+    value, dh, head = head_backward(p, fw.h, y, output, loss)
+    # The state leaving step t, per initial-state key: h_t for "h0", c_t for "c0".
+    leaving = {k: getattr(fw, k.removesuffix("0")) for k in cell.states}
+    own = {k: np.zeros_like(p[k]) for k in cell.params}
+    own["xs"] = np.zeros_like(x)
+    for s in np.unique(starts):
+        terms = np.flatnonzero(starts == s)
+        e = int(terms[-1]) + 1
+        entering = {k: seq[s - 1] for k, seq in leaving.items()} if s > 0 else {}
+        window_p = {**p, **entering}
+        window_dh = np.zeros_like(dh[s:e])
+        window_dh[terms - s] = dh[terms]
+        assert cell.backward is not None
+        window = cell.backward(
+            window_p, x[s:e], cell.forward(window_p, x[s:e], None, "tanh"), window_dh, None
+        )
+        for k in cell.params:
+            if k not in entering:
+                own[k] += window[k]
+        own["xs"][s:e] += window["xs"]
+    grads = {**own, **head}
+    return value, {k: grads[k] for k in cell.grad_names}
+
+
+def _truncated(
+    params: Mapping[str, Any], xs: Any, targets: Any, starts: Any, model: Model
+) -> tuple[float, Grads]:
+    """``(L, grads)`` under the truncation rule, ``starts(T)`` giving each term's s_t."""
+    cell, _, output, loss = model
+    if cell.fused is not None:
+        fp = _forward(params, xs, targets, model)
+        s = starts(fp.xs.shape[0])
+        u, h0 = _chain_cotangents(fp.top, fp.slope, fp.params["W"], s)
+        return fp.total, _assemble(fp.params, fp.xs, fp.states, fp.g, u, h0)
+    p, x, y = check_inputs(params, xs, targets, loss=loss, cell=cell)
+    assert y is not None
+    return _gated_truncated(cell, p, x, y, output, loss, starts(x.shape[0]))
 
 
 def window_loss_and_grad(
@@ -119,9 +182,7 @@ def window_loss_and_grad(
     targets: Any,
     *,
     window: int,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+    **config: Unpack[Config],
 ) -> tuple[float, Grads]:
     r"""``L`` and its gradient with each loss term back-propagated at most ``window`` steps.
 
@@ -137,12 +198,17 @@ def window_loss_and_grad(
     b_y are exact). ``window = 0`` keeps only the immediate term; any ``window >= T - 1``
     is full BPTT, equal to :func:`bptt_ref.loss_and_grad`. Cost O(T·min(T, window+1)·B·H²).
 
+    For a gated cell the same sum runs over its parameters ``W_ih, W_hh, b_ih, b_hh``,
+    with ``∂h_i/∂h_{i-1}`` the Jacobian of its whole state (``(h, c)`` for the LSTM), and
+    ``c0`` is kept with ``h0``.
+
     Args:
-        params: ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
-            ``h0`` (B, H).
+        params: the cell's parameters (``CELLS[cell].names``); for the RNN ``U`` (O, H),
+            ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,), ``h0`` (B, H).
         xs: inputs (T, B, D); targets: (T, B, O).
         window: how many steps back each loss term's gradient flows, an integer >= 0.
-        hidden, output, loss: as for :func:`bptt_ref.loss_and_grad`.
+        config: ``cell``, ``hidden``, ``output``, ``loss``, as for
+            :func:`bptt_ref.loss_and_grad`.
 
     Returns:
         ``(L, grads)`` as :func:`bptt_ref.loss_and_grad`: the full loss and the truncated
@@ -153,8 +219,8 @@ def window_loss_and_grad(
             integer >= 0.
     """
     window = _count("window", window, 0)
-    fp = _forward(params, xs, targets, hidden, output, loss)
-    return _truncated(fp, window_starts(fp.xs.shape[0], window))
+    starts = partial(window_starts, window=window)
+    return _truncated(params, xs, targets, starts, model_of(config))
 
 
 def tbptt_loss_and_grad(
@@ -164,9 +230,7 @@ def tbptt_loss_and_grad(
     *,
     k1: int,
     k2: int,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+    **config: Unpack[Config],
 ) -> tuple[float, Grads]:
     r"""Chunked TBPTT(k1, k2) in the Williams–Peng sense: the sum of its chunk gradients.
 
@@ -188,7 +252,7 @@ def tbptt_loss_and_grad(
     ``k2 >= T`` is full BPTT, equal to :func:`bptt_ref.loss_and_grad`.
 
     Args:
-        params, xs, targets, hidden, output, loss: as :func:`window_loss_and_grad`.
+        params, xs, targets, config: as :func:`window_loss_and_grad`.
         k1: loss steps per chunk, an integer >= 1.
         k2: steps back-propagated per chunk, an integer >= k1.
 
@@ -201,8 +265,8 @@ def tbptt_loss_and_grad(
     """
     k1 = _count("k1", k1, 1)
     k2 = _count("k2", k2, 1)
-    fp = _forward(params, xs, targets, hidden, output, loss)
-    return _truncated(fp, chunk_starts(fp.xs.shape[0], k1, k2))
+    starts = partial(chunk_starts, k1=k1, k2=k2)
+    return _truncated(params, xs, targets, starts, model_of(config))
 
 
 def _check_mask(mask: Any, T: int, B: int) -> NDArray[np.bool_]:
@@ -221,9 +285,7 @@ def masked_loss_and_grad(
     mask: Any,
     *,
     mode: str = "loss",
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+    **config: Unpack[Config],
 ) -> tuple[float, Grads]:
     r"""The masked loss of a variable-length batch and its gradient.
 
@@ -248,15 +310,17 @@ def masked_loss_and_grad(
           c_{t-1} = \delta_t W + (1 - m_t) \odot c_t + g_{t-1} U,
 
       so ``dL/dx_{t,b} = 0`` exactly, and no parameter receives anything from a padded
-      step.
+      step. A gated cell holds its whole state (the LSTM's ``c`` with ``h``) and its
+      backward pass carries both cotangents through a held step unchanged.
 
     Args:
-        params: ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,),
-            ``h0`` (B, H).
+        params: the cell's parameters (``CELLS[cell].names``); for the RNN ``U`` (O, H),
+            ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,), ``h0`` (B, H).
         xs: inputs (T, B, D); targets: (T, B, O), finite everywhere (also where padded).
         mask: bool array of shape (T, B).
         mode: ``"loss"`` or ``"freeze"`` (see ``MASK_MODES``).
-        hidden, output, loss: as for :func:`bptt_ref.loss_and_grad`.
+        config: ``cell``, ``hidden``, ``output``, ``loss``, as for
+            :func:`bptt_ref.loss_and_grad`.
 
     Returns:
         ``(L, grads)`` as :func:`bptt_ref.loss_and_grad`. With an all-True mask both modes
@@ -268,12 +332,14 @@ def masked_loss_and_grad(
     """
     if mode not in MASK_MODES:
         raise ValueError(f"unknown mask mode {mode!r}; expected one of {list(MASK_MODES)}")
-    check_names(hidden, output, loss)
-    p, x, y = check_inputs(params, xs, targets, loss=loss)
+    spec, hidden, output, loss = model_of(config)
+    p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
     assert y is not None
     T, B, _ = x.shape
     m = _check_mask(mask, T, B)
     live = m if mode == "freeze" else None
+    if spec.fused is None:
+        return run_gated(spec, p, x, y, output, loss, step_mask=m, live=live)
     run = _run(p, x, hidden, output, live)
     states, a, z, y_hat = run.states, run.a, run.z, run.y_hat
     g = loss_grad_logits(output, loss, z, y_hat, y) * m[:, :, None]

@@ -38,6 +38,7 @@ from bptt_ref import note_form
 from bptt_ref._activations import HIDDEN, OUTPUT
 from bptt_ref._losses import loss_sum
 from bptt_ref.cases import Case, make_case
+from bptt_ref.config import model_of
 from bptt_ref.truncation import chunk_starts, window_starts
 
 Array = NDArray[Any]
@@ -422,7 +423,7 @@ def test_float32_chains_flush_subnormals(per_term: bool) -> None:
     # A contracting chain falls below float32's smallest normal number within about a
     # hundred and fifty steps back.
     case = _case(dtype=np.float32, regime="contracting", seed=7, T=160, H=3)
-    fp = note_form._forward(case.params, case.xs, case.targets, **case.config)
+    fp = note_form._forward(case.params, case.xs, case.targets, model_of(case.config))
     top = fp.top.copy()
     if not per_term:
         # The sum of all chains is renewed at every step; one loss term's chain decays.

@@ -17,6 +17,7 @@ import bptt_ref
 from bptt_ref import jax_reference, note_form
 from bptt_ref.cases import Case
 from bptt_ref.compare import Reference, compare_gradients
+from bptt_ref.config import model_of
 from bptt_ref.strategies import cases
 
 PerTerm = Callable[..., tuple[Any, dict[str, Any]]]
@@ -273,7 +274,7 @@ def test_import_does_not_pull_in_jax_or_matplotlib() -> None:
 def _dropped_oldest_term(case: Case) -> dict[str, Any]:
     """Per-term gradients whose chains stop one step early: the k = 0 summand is lost."""
     _, grads = bptt_ref.vectorized_grads(case.params, case.xs, case.targets, **case.config)
-    fp = note_form._forward(case.params, case.xs, case.targets, **case.config)
+    fp = note_form._forward(case.params, case.xs, case.targets, model_of(case.config))
     T = case.dims["T"]
     u = np.zeros((T, T, *fp.top.shape[1:]), fp.top.dtype)
     note_form._term_chains(fp.top, fp.slope, fp.params["W"], range(T), out=u)

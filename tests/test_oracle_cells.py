@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from bptt_ref import jax_reference
+from bptt_ref.config import model_of
 from bptt_ref.oracle import engine
 
 GATED = ("lstm", "gru", "gru_reset_before")
@@ -114,8 +115,7 @@ def test_padding_gates_as_one_block_fails_the_bucket_test(monkeypatch: pytest.Mo
 @pytest.mark.parametrize("cell", GATED)
 def test_padded_hidden_units_stay_exactly_zero(cell: str) -> None:
     params, xs, targets = random_case(cell, 2)
-    config = {"cell": cell, "hidden": "tanh", "output": "identity", "loss": "mse"}
-    _, dims, args = engine._padded_case(params, xs, targets, **config)
+    _, dims, args = engine._padded_case(params, xs, targets, model_of({"cell": cell}))
     with jax.enable_x64(True):
         states = np.asarray(engine._scan(cell, *args)[1])
     T, B, H = dims["T"], dims["B"], dims["H"]

@@ -1,4 +1,8 @@
-"""Truncated BPTT and masked batches against JAX with stop_gradient / jnp.where at the same cuts."""
+"""Truncated BPTT and masked batches against JAX with stop_gradient / jnp.where at the same cuts.
+
+The rnn is checked at full depth; every gated cell has its own property tests (its oracle
+runs the cell's own JAX step), and every planted bug must fail for every cell.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from hypothesis import strategies as st
 import bptt_ref
 from bptt_ref import jax_reference
 from bptt_ref.cases import Case
+from bptt_ref.cells import CELLS
 from bptt_ref.compare import Reference
 from bptt_ref.strategies import cases
 from bptt_ref.truncation import chunk_starts, window_starts
@@ -26,6 +31,7 @@ def _window(case: Case, window: int, noise: bool) -> Reference:
         case.targets,
         window=window,
         noise=noise,
+        cell=case.cell,
         hidden=case.hidden,
         output=case.output,
         loss=case.loss,
@@ -39,6 +45,7 @@ def _chunks(case: Case, k1: int, k2: int, noise: bool) -> Reference:
         case.targets,
         chunks=(k1, k2),
         noise=noise,
+        cell=case.cell,
         hidden=case.hidden,
         output=case.output,
         loss=case.loss,
@@ -47,7 +54,14 @@ def _chunks(case: Case, k1: int, k2: int, noise: bool) -> Reference:
 
 def _masked(case: Case, mask: Any, mode: str, noise: bool) -> Reference:
     return jax_reference.masked_reference(
-        case.params, case.xs, case.targets, mask, mode=mode, noise=noise, **case.config
+        case.params,
+        case.xs,
+        case.targets,
+        mask,
+        mode=mode,
+        noise=noise,
+        cell=case.cell,
+        **case.config,
     )
 
 
@@ -62,29 +76,44 @@ def _check(
 
 def _run(fn: Callable[..., tuple[float, Any]], *args: Any, case: Case, **kw: Any) -> Any:
     """The gradients of ``fn`` on ``case``."""
-    return fn(case.params, case.xs, case.targets, *args, **kw, **case.config)[1]
+    return fn(case.params, case.xs, case.targets, *args, **kw, cell=case.cell, **case.config)[1]
 
 
-@settings(max_examples=250)
-@given(cases(max_T=12), st.integers(0, 14))
-def test_window_truncation_matches_stop_gradient(case: Case, window: int) -> None:
+GATED = tuple(name for name in CELLS if name != "rnn")
+RNN = cases(max_T=12)
+GATED_CASES = cases(max_T=10, cells=GATED)
+
+
+def _window_matches_stop_gradient(case: Case, window: int) -> None:
     loss, grads = bptt_ref.window_loss_and_grad(
-        case.params, case.xs, case.targets, window=window, **case.config
+        case.params, case.xs, case.targets, window=window, cell=case.cell, **case.config
     )
     _check(loss, grads, case, partial(_window, case, window))
 
 
-@settings(max_examples=250)
-@given(cases(max_T=12), st.integers(1, 6), st.integers(0, 6))
-def test_chunked_tbptt_matches_stop_gradient(case: Case, k1: int, extra: int) -> None:
+def _chunks_match_stop_gradient(case: Case, k1: int, extra: int) -> None:
     loss, grads = bptt_ref.tbptt_loss_and_grad(
-        case.params, case.xs, case.targets, k1=k1, k2=k1 + extra, **case.config
+        case.params, case.xs, case.targets, k1=k1, k2=k1 + extra, cell=case.cell, **case.config
     )
     _check(loss, grads, case, partial(_chunks, case, k1, k1 + extra))
 
 
+test_window_truncation_matches_stop_gradient = settings(max_examples=250)(
+    given(RNN, st.integers(0, 14))(_window_matches_stop_gradient)
+)
+test_gated_window_truncation_matches_stop_gradient = settings(max_examples=150)(
+    given(GATED_CASES, st.integers(0, 12))(_window_matches_stop_gradient)
+)
+test_chunked_tbptt_matches_stop_gradient = settings(max_examples=250)(
+    given(RNN, st.integers(1, 6), st.integers(0, 6))(_chunks_match_stop_gradient)
+)
+test_gated_chunked_tbptt_matches_stop_gradient = settings(max_examples=150)(
+    given(GATED_CASES, st.integers(1, 6), st.integers(0, 6))(_chunks_match_stop_gradient)
+)
+
+
 @settings(max_examples=200)
-@given(cases(max_T=12), st.integers(0, 3), st.integers(1, 12))
+@given(cases(max_T=12, cells=tuple(CELLS)), st.integers(0, 3), st.integers(1, 12))
 def test_truncation_at_least_T_is_full_bptt_exactly(case: Case, extra: int, k1: int) -> None:
     T = case.dims["T"]
     run = partial(_run, case=case)
@@ -98,9 +127,22 @@ def test_truncation_at_least_T_is_full_bptt_exactly(case: Case, extra: int, k1: 
     for grads in same:
         for key, g in full.items():
             assert np.array_equal(grads[key], g), key
-    # ... and that sum is full BPTT.
+    # ... and that sum is full BPTT: for a gated cell the very same pass, bit for bit (the
+    # rnn's truncation runs the note's chain engine instead of its fused step).
+    if CELLS[case.cell].fused is None:
+        _, plain = bptt_ref.loss_and_grad(
+            case.params, case.xs, case.targets, cell=case.cell, **case.config
+        )
+        for key, g in plain.items():
+            assert np.array_equal(full[key], g), key
     jax_reference.assert_matches_oracle(
-        full, case.params, case.xs, case.targets, context=repr(case), **case.config
+        full,
+        case.params,
+        case.xs,
+        case.targets,
+        context=repr(case),
+        cell=case.cell,
+        **case.config,
     )
 
 
@@ -122,12 +164,10 @@ def masks(draw: st.DrawFn, T: int, B: int, *, holes: bool) -> np.ndarray:
     return np.arange(T)[:, None] < lengths[None, :]
 
 
-@settings(max_examples=250)
-@given(cases(max_T=12), st.sampled_from(bptt_ref.MASK_MODES), st.booleans(), st.data())
-def test_masks_match_jax(case: Case, mode: str, holes: bool, data: st.DataObject) -> None:
+def _masks_match_jax(case: Case, mode: str, holes: bool, data: st.DataObject) -> None:
     mask = data.draw(masks(case.dims["T"], case.dims["B"], holes=holes), label="mask")
     loss, grads = bptt_ref.masked_loss_and_grad(
-        case.params, case.xs, case.targets, mask, mode=mode, **case.config
+        case.params, case.xs, case.targets, mask, mode=mode, cell=case.cell, **case.config
     )
     _check(loss, grads, case, partial(_masked, case, mask, mode))
     if mode == "freeze" or not holes:
@@ -136,8 +176,15 @@ def test_masks_match_jax(case: Case, mode: str, holes: bool, data: st.DataObject
         assert not _masked(case, mask, mode, False).grads["xs"][~mask].any()
 
 
-@settings(max_examples=100)
-@given(cases(max_T=10), st.sampled_from(bptt_ref.MASK_MODES), st.booleans(), st.data())
+MASK_ARGS = (st.sampled_from(bptt_ref.MASK_MODES), st.booleans(), st.data())
+test_masks_match_jax = settings(max_examples=250)(given(RNN, *MASK_ARGS)(_masks_match_jax))
+test_gated_masks_match_jax = settings(max_examples=150)(
+    given(GATED_CASES, *MASK_ARGS)(_masks_match_jax)
+)
+
+
+@settings(max_examples=200)
+@given(cases(max_T=10, cells=tuple(CELLS)), *MASK_ARGS)
 def test_padded_positions_contribute_exactly_nothing(
     case: Case, mode: str, holes: bool, data: st.DataObject
 ) -> None:
@@ -147,7 +194,7 @@ def test_padded_positions_contribute_exactly_nothing(
 
     def run(xs: Any, targets: Any) -> tuple[float, dict[str, Any]]:
         return bptt_ref.masked_loss_and_grad(
-            case.params, xs, targets, mask, mode=mode, **case.config
+            case.params, xs, targets, mask, mode=mode, cell=case.cell, **case.config
         )
 
     loss, grads = run(case.xs, case.targets)
@@ -217,7 +264,9 @@ def test_mask_and_mode_are_validated() -> None:
 
 # Test the tester: each planted truncation or mask bug must fail against the oracle.
 
-SMALL = cases(min_T=3, max_T=8, dtypes=(np.float64,))
+
+def _small_cases(cell: str) -> st.SearchStrategy[Case]:
+    return cases(min_T=3, max_T=8, dtypes=(np.float64,), cells=(cell,))
 
 
 def _fails(
@@ -270,7 +319,8 @@ PLANTED = {
 }
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("name", PLANTED)
-def test_planted_truncation_and_mask_bugs_fail(name: str) -> None:
+def test_planted_truncation_and_mask_bugs_fail(name: str, cell: str) -> None:
     grads, ref = PLANTED[name]
-    find(SMALL, _fails(grads, ref))
+    find(_small_cases(cell), _fails(grads, ref))

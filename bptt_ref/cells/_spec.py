@@ -41,7 +41,9 @@ def shape_of(spec: tuple[str, ...], dims: Mapping[str, int]) -> tuple[int, ...]:
 class CellPass(Protocol):
     """What a cell's forward pass returns: at least its hidden states.
 
-    ``h`` (T, B, H) holds h_t for t = 0 … T−1 (the initial state excluded); the rest is
+    ``h`` (T, B, H) holds h_t for t = 0 … T−1 (the initial state excluded); a cell with
+    more state has one such attribute per initial state, named without its ``0`` (the
+    LSTM's ``c`` for ``c0``), from which truncated BPTT restarts its windows. The rest is
     whatever the cell's backward pass needs (the RNN's also has its pre-activations ``a``).
     """
 

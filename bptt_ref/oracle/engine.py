@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -37,12 +37,16 @@ import numpy as np
 from jax import lax
 from numpy.typing import NDArray
 
-from bptt_ref._validate import check_inputs, check_names
-from bptt_ref.cells import CELLS, DATA, HEAD_PARAMS, cell_named
+from bptt_ref._validate import check_inputs
+from bptt_ref.cells import CELLS, DATA, HEAD_PARAMS
 from bptt_ref.compare import KeyComparison, Reference, assert_matches, judge_against, peer_gap
+from bptt_ref.config import Config, Model, model_of
 from bptt_ref.oracle.activations import HIDDEN, TEXTBOOK_HIDDEN
 from bptt_ref.oracle.cells import EXACT, STEPS, TEXTBOOK
 from bptt_ref.oracle.heads import HEADS, TEXTBOOK_HEADS
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Dims = tuple[str, ...]
 
@@ -94,22 +98,15 @@ def _unpadded(arr: Any, names: Dims, shape: tuple[int, ...]) -> NDArray[np.float
 
 
 def _padded_case(
-    params: Mapping[str, Any],
-    xs: Any,
-    targets: Any,
-    *,
-    cell: str,
-    hidden: str,
-    output: str,
-    loss: str,
+    params: Mapping[str, Any], xs: Any, targets: Any, model: Model
 ) -> tuple[dict[str, NDArray[np.floating]], dict[str, int], tuple[Any, ...]]:
     """Check a case and pad it to its bucket: ``(real arrays, dims, oracle arguments)``.
 
     The arguments are those of :func:`step_losses`: padded float64 ``arrays`` and
     ``targets``, the (T, B, O) validity masks, and the hidden and head indices.
     """
-    spec = cell_named(cell)
-    check_names(hidden, output, loss, cell=spec)
+    spec, hidden, output, loss = model
+    cell = spec.name
     p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
     assert y is not None
     real = {**p, "xs": x}
@@ -320,12 +317,9 @@ def reference(
     xs: Any,
     targets: Any,
     *,
-    cell: str = "rnn",
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
     dtype: Any = None,
     noise: bool = True,
+    **config: Unpack[Config],
 ) -> Reference:
     """The oracle's loss and gradients in float64, and the rounding noise of a peer.
 
@@ -333,15 +327,17 @@ def reference(
     ``h0`` (B, H); lstm: ``W_ih`` (4H, D), ``W_hh`` (4H, H), ``b_ih``, ``b_hh`` (4H,),
     ``h0``, ``c0`` (B, H); gru and gru_reset_before: the same with 3H and no ``c0``), the
     head's ``U`` (O, H) and ``b_y`` (O,), ``xs`` (T, B, D), ``targets`` (T, B, O); float32
-    inputs are converted to float64 exactly. ``hidden`` is the rnn's ``f_h`` (the gated
-    cells' nonlinearities are fixed: leave it at its default). The noise of key k is
+    inputs are converted to float64 exactly. ``config`` is the model's ``cell``,
+    ``hidden``, ``output`` and ``loss`` (:class:`bptt_ref.Config`; ``hidden`` is the rnn's
+    ``f_h``, the gated cells' nonlinearities are fixed). The noise of key k is
     ``max |g_peer - g_oracle|`` where the peer is the same loss written with ``jax.nn``'s
     textbook functions and differentiated in ``dtype`` (the dtype of the result to be
     judged; default the inputs'): how far a correct implementation in that dtype strays on
     this very case. ``noise=False`` skips the peer and leaves ``Reference.noise`` as ``None``.
     """
-    config = {"cell": cell, "hidden": hidden, "output": output, "loss": loss}
-    real, dims, args = _padded_case(params, xs, targets, **config)
+    model = model_of(config)
+    cell = model.cell.name
+    real, dims, args = _padded_case(params, xs, targets, model)
     judged = np.dtype(real["xs"].dtype if dtype is None else dtype)
     layout = _layout(cell)
 
@@ -360,12 +356,9 @@ def judge(
     xs: Any,
     targets: Any,
     *,
-    cell: str = "rnn",
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
     dtype: Any = None,
     keys: Iterable[str] | None = None,
+    **config: Unpack[Config],
 ) -> tuple[Reference, list[KeyComparison]]:
     """Judge gradients ``actual`` of this case against the oracle (see :mod:`bptt_ref.compare`).
 
@@ -373,9 +366,11 @@ def judge(
     without it: the verdicts are those of ``compare_gradients(actual, reference(...))``
     at half the cost for the cases that pass.
     """
-    config = {"cell": cell, "hidden": hidden, "output": output, "loss": loss, "dtype": dtype}
+    model_of(config)
     return judge_against(
-        actual, lambda noise: reference(params, xs, targets, noise=noise, **config), keys=keys
+        actual,
+        lambda noise: reference(params, xs, targets, dtype=dtype, noise=noise, **config),
+        keys=keys,
     )
 
 
@@ -386,35 +381,24 @@ def assert_matches_oracle(
     targets: Any,
     *,
     context: str,
-    cell: str = "rnn",
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
     dtype: Any = None,
     keys: Iterable[str] | None = None,
+    **config: Unpack[Config],
 ) -> Reference:
     """:func:`judge`, raising ``AssertionError`` naming every failing key; returns the reference."""
     __tracebackhide__ = True
-    config = {"cell": cell, "hidden": hidden, "output": output, "loss": loss, "dtype": dtype}
+    model_of(config)
     return assert_matches(
         actual,
-        lambda noise: reference(params, xs, targets, noise=noise, **config),
+        lambda noise: reference(params, xs, targets, dtype=dtype, noise=noise, **config),
         context=context,
         keys=keys,
     )
 
 
 def loss_and_grad(
-    params: Mapping[str, Any],
-    xs: Any,
-    targets: Any,
-    *,
-    cell: str = "rnn",
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
+    params: Mapping[str, Any], xs: Any, targets: Any, **config: Unpack[Config]
 ) -> tuple[float, dict[str, NDArray[np.float64]]]:
     """The oracle's ``(L, grads)`` in float64, for the arguments of ``bptt_ref.loss_and_grad``."""
-    config = {"cell": cell, "hidden": hidden, "output": output, "loss": loss}
     ref = reference(params, xs, targets, noise=False, **config)
     return ref.loss, ref.grads

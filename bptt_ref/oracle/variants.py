@@ -1,16 +1,18 @@
-"""The rnn's variants of the loss for the oracle: per term, per lag, truncated, masked.
+"""Variants of the loss for the oracle: per term, per lag, truncated, masked.
 
 Each is the plain loss of :mod:`bptt_ref.oracle.engine` with one change made in
 ``lax.scan`` (a Jacobian instead of a gradient, ``lax.stop_gradient`` at the cuts, a
-(T, B) mask), run on the engine's padding and judged with the plain model's rounding
-magnitudes. They are written for the vanilla rnn (``V, W, b_h``).
+(T, B) mask), run on the engine's padding with the cell's own step
+(:mod:`bptt_ref.oracle.cells`) and judged with the plain model's rounding magnitudes.
+Truncation and masks serve every cell; the per-term and per-lag Jacobians are what the
+vanilla rnn's note forms are checked against.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -18,13 +20,28 @@ import numpy as np
 from jax import lax
 from numpy.typing import NDArray
 
+from bptt_ref.cells import CELLS
 from bptt_ref.compare import Reference
+from bptt_ref.config import Config, model_of
 from bptt_ref.oracle.activations import HIDDEN, TEXTBOOK_HIDDEN
-from bptt_ref.oracle.engine import UNROLL, _assembled, _padded_case, bucket, step_losses
+from bptt_ref.oracle.cells import EXACT, STEPS, TEXTBOOK
+from bptt_ref.oracle.engine import (
+    UNROLL,
+    _assembled,
+    _layout,
+    _padded_case,
+    _unpadded,
+    bucket,
+    step_losses,
+)
 from bptt_ref.oracle.heads import HEADS, TEXTBOOK_HEADS
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def cut_step_losses(
+    cell: str,
     arrays: Mapping[str, jax.Array],
     targets: jax.Array,
     masks: tuple[jax.Array, jax.Array, jax.Array],
@@ -39,52 +56,84 @@ def cut_step_losses(
 ) -> jax.Array:
     """Per-step losses ``L_t`` (T,) with gradient cuts and a (T, B) mask: truncation, padding.
 
-    Arguments as :func:`step_losses`, plus:
+    Arguments as :func:`step_losses` (with ``cell`` first), plus:
 
     - ``keep`` (T, T) bool: loss term t is computed on its own copy of the state
-      sequence, in which step i reads its input state (``h_{i-1}``, or ``h0`` for i = 0)
-      through ``lax.stop_gradient`` wherever ``keep[t, i]`` is False. Every copy has the
-      same values; only what ``L_t`` differentiates differs. ``None``: one shared copy.
+      sequence, in which step i reads its input state (``h_{i-1}`` — and ``c_{i-1}`` for
+      the LSTM — or the initial states for i = 0) through ``lax.stop_gradient`` wherever
+      ``keep[t, i]`` is False. Every copy has the same values; only what ``L_t``
+      differentiates differs. ``None``: one shared copy.
     - ``step_mask`` (T, B) bool: ``loss(ŷ_{t,b}, y_{t,b})`` counts only where True
       (``None``: everywhere).
-    - ``freeze``: where ``step_mask`` is False, the state is held, ``h_{t,b} = h_{t-1,b}``.
-    - ``stepwise``: ``W``, ``V`` and ``b_h`` carry a leading (T,) axis and step i uses
-      ``W[i]``, ``V[i]``, ``b_h[i]``: the gradient with respect to ``W[i]`` is then the
-      immediate contribution of step i alone (the lag decomposition).
+    - ``freeze``: where ``step_mask`` is False, the state is held (``h_{t,b} = h_{t-1,b}``,
+      likewise ``c``).
+    - ``stepwise``: the weights and biases of the step's two products (the cell's
+      ``roles``: ``V, W, b_h`` for the rnn) carry a leading (T,) axis and step i uses
+      entry i: the gradient with respect to entry i is then the immediate contribution
+      of step i alone (the lag decomposition).
     """
     hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
     head_fns = list((TEXTBOOK_HEADS if textbook else HEADS).values())
+    fn = (TEXTBOOK if textbook else EXACT)._replace(
+        hidden=lambda a: lax.switch(hidden_index, hidden_fns, a)
+    )
+    step, info = STEPS[cell], CELLS[cell]
     time_valid, row_valid, out_valid = masks
-    xs, h0 = arrays["xs"], arrays["h0"]
+    xs = arrays["xs"]
     T, B = xs.shape[:2]
     copies = 1 if keep is None else T
     keep_by_step = jnp.ones((T, 1), dtype=bool) if keep is None else keep.T
     real = jnp.ones((T, B), dtype=bool) if step_mask is None else step_mask
+    width = arrays[info.roles[1]].shape[-2]
+    no_probe = jnp.zeros((B, width), dtype=xs.dtype)
     # Stepwise, the scan hands each step its own copies. Otherwise the weights are closed
     # over, as in step_losses, so that the float32 peer accumulates their gradient in the
     # same order (a tree sum over broadcast copies rounds less, and would understate noise).
-    weights = tuple(arrays[k] for k in ("W", "V", "b_h")) if stepwise else ()
+    weights = tuple(k for k in info.roles if k is not None) if stepwise else ()
 
-    def step(h: jax.Array, inputs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
-        x, y, live, keep_i, real_i, i, *own_weights = inputs
-        W, V, b_h = own_weights if stepwise else (arrays["W"], arrays["V"], arrays["b_h"])
-        h_in = jnp.where(keep_i[:, None, None], h, lax.stop_gradient(h))
-        a = (x @ V.T)[None, :, :] + jnp.einsum("cbj,ij->cbi", h_in, W) + b_h[None, None, :]
+    def one_copy(
+        state: tuple[jax.Array, ...],
+        x: jax.Array,
+        keep_i: jax.Array,
+        moves: jax.Array,
+        own: tuple[jax.Array, ...],
+    ) -> tuple[jax.Array, ...]:
+        held = tuple(jnp.where(keep_i, s, lax.stop_gradient(s)) for s in state)
+        p = {**arrays, **dict(zip(weights, own, strict=True))}
+        moved = step(p, held, x, held[0], (no_probe, no_probe), fn)
+        return tuple(jnp.where(moves[:, None], m, h) for m, h in zip(moved, held, strict=True))
+
+    copied = jax.vmap(one_copy, in_axes=(0, None, 0, None, None))
+
+    def body(
+        state: tuple[jax.Array, ...], inputs: tuple[jax.Array, ...]
+    ) -> tuple[tuple[jax.Array, ...], jax.Array]:
+        x, y, live, keep_i, real_i, i, *own = inputs
         moves = live & (real_i if freeze else jnp.ones_like(real_i))
-        h_new = jnp.where(moves[None, :, None], lax.switch(hidden_index, hidden_fns, a), h_in)
-        own = h_new[0] if keep is None else h_new[i]
-        z = own @ arrays["U"].T + arrays["b_y"][None, :]
+        new = copied(state, x, keep_i, moves, tuple(own))
+        h = new[0][0] if keep is None else new[0][i]
+        z = h @ arrays["U"].T + arrays["b_y"][None, :]
         per_row = lax.switch(head_index, head_fns, z, y, jnp.broadcast_to(out_valid, z.shape))
-        return h_new, jnp.sum(jnp.where(live & row_valid & real_i, per_row, 0.0))
+        return new, jnp.sum(jnp.where(live & row_valid & real_i, per_row, 0.0))
 
-    init = jnp.broadcast_to(h0[None, :, :], (copies, *h0.shape))
-    inputs = (xs, targets, time_valid, keep_by_step, real, jnp.arange(T), *weights)
-    _, losses = lax.scan(step, init, inputs, unroll=UNROLL)
+    initial = tuple(
+        jnp.broadcast_to(arrays[k][None, :, :], (copies, *arrays[k].shape)) for k in info.states
+    )
+    inputs = (
+        xs,
+        targets,
+        time_valid,
+        keep_by_step,
+        real,
+        jnp.arange(T),
+        *(arrays[k] for k in weights),
+    )
+    _, losses = lax.scan(body, initial, inputs, unroll=UNROLL)
     return losses
 
 
 @cache
-def _compiled_variant(judged: np.dtype[Any] | None, variant: str) -> Callable[..., Any]:
+def _compiled_variant(cell: str, judged: np.dtype[Any] | None, variant: str) -> Callable[..., Any]:
     """``(losses, grads)`` of a variant: the oracle (``judged=None``) or its textbook peer.
 
     ``per_term``: :func:`step_losses` and its ``jax.jacrev`` (grads (T, *θ.shape));
@@ -106,8 +155,9 @@ def _compiled_variant(judged: np.dtype[Any] | None, variant: str) -> Callable[..
     ) -> jax.Array:
         base = (arrays, targets, masks, hidden_index, head_index)
         if variant == "per_term":
-            return step_losses(*base, textbook=textbook)
+            return step_losses(*base, textbook=textbook, cell=cell)
         return cut_step_losses(
+            cell,
             *base,
             keep=keep if variant == "cut" else None,
             step_mask=step_mask if variant in ("masked", "frozen") else None,
@@ -140,11 +190,9 @@ def _variant_reference(
     *,
     keep: Callable[[int, int], jax.Array] | None = None,
     mask: Any = None,
-    hidden: str,
-    output: str,
-    loss: str,
     dtype: Any,
     noise: bool,
+    config: Config,
 ) -> Reference:
     """:func:`reference` for a variant of the loss (see :func:`_compiled_variant`).
 
@@ -152,19 +200,22 @@ def _variant_reference(
     """
     from bptt_ref.truncation import _check_mask
 
-    config = {"hidden": hidden, "output": output, "loss": loss}
-    real, dims, args = _padded_case(params, xs, targets, cell="rnn", **config)
+    model = model_of(config)
+    cell = model.cell.name
+    real, dims, args = _padded_case(params, xs, targets, model)
     if mask is not None:
         mask = _check_mask(mask, dims["T"], dims["B"])
     judged = np.dtype(real["xs"].dtype if dtype is None else dtype)
     size = bucket(dims)
     T_pad, B_pad = size["T"], size["B"]
+    layout = _layout(cell)
     with jax.enable_x64(True):
         cuts = jnp.ones((1, 1), dtype=bool) if keep is None else keep(T_pad, dims["T"])
         step_mask = np.zeros((T_pad, B_pad), dtype=bool)
         step_mask[: dims["T"], : dims["B"]] = True if mask is None else mask
         arrays = dict(args[0])
-        stepwise = ("W", "V", "b_h") if variant == "lags" else ()
+        roles = tuple(k for k in CELLS[cell].roles if k is not None)
+        stepwise = roles if variant == "lags" else ()
         for k in stepwise:
             arrays[k] = np.broadcast_to(arrays[k], (T_pad, *arrays[k].shape))
         full = (arrays, *args[1:], cuts, step_mask)
@@ -173,18 +224,18 @@ def _variant_reference(
             out = {}
             for k, g in grads.items():
                 # Per term, a leading axis of loss terms t; stepwise, one of steps k too.
-                lead = [dims["T"]] * ((variant in ("per_term", "lags")) + (k in stepwise))
-                window = tuple(slice(0, n) for n in (*lead, *real[k].shape))
+                lead = ("T",) * ((variant in ("per_term", "lags")) + (k in stepwise))
                 if variant != "lags" or k in stepwise:
-                    out[k] = np.asarray(g, dtype=np.float64)[window]
+                    shape = (*(dims["T"] for _ in lead), *real[k].shape)
+                    out[k] = _unpadded(g, (*lead, *layout[k]), shape)
             return out
 
-        value, grads = _compiled_variant(None, variant)(*full)
+        value, grads = _compiled_variant(cell, None, variant)(*full)
         total = float(np.sum(np.asarray(value, dtype=np.float64)))
-        peer = unpadded(_compiled_variant(judged, variant)(*full)[1]) if noise else None
+        peer = unpadded(_compiled_variant(cell, judged, variant)(*full)[1]) if noise else None
         # The untruncated model's magnitudes: every variant's sums run over a subset of
         # the same terms, so they bound its rounding too.
-        return _assembled("rnn", real, dims, args, total, unpadded(grads), peer, judged)
+        return _assembled(cell, real, dims, args, total, unpadded(grads), peer, judged)
 
 
 def per_term_reference(
@@ -192,19 +243,18 @@ def per_term_reference(
     xs: Any,
     targets: Any,
     *,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
     dtype: Any = None,
     noise: bool = True,
+    **config: Unpack[Config],
 ) -> Reference:
     """The per-term gradients ``dL_t/dθ``: ``jax.jacrev`` of :func:`step_losses`.
 
     As :func:`reference`, but ``grads[θ]`` has shape (T, *θ.shape) (``xs``: (T, T, B, D)),
     entry t being the gradient of ``L_t`` alone, and ``loss`` is ``L = Σ_t L_t``.
     """
-    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
-    return _variant_reference("per_term", params, xs, targets, **config)
+    return _variant_reference(
+        "per_term", params, xs, targets, dtype=dtype, noise=noise, config=config
+    )
 
 
 def lag_reference(
@@ -212,11 +262,9 @@ def lag_reference(
     xs: Any,
     targets: Any,
     *,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
     dtype: Any = None,
     noise: bool = True,
+    **config: Unpack[Config],
 ) -> Reference:
     """Each step's own contribution to each loss term's gradient, for W, V and b_h.
 
@@ -226,8 +274,7 @@ def lag_reference(
     k's use of W (zero for k > t); ``V`` is (T, T, H, D), ``b_h`` (T, T, H). Otherwise as
     :func:`reference`.
     """
-    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
-    return _variant_reference("lags", params, xs, targets, **config)
+    return _variant_reference("lags", params, xs, targets, dtype=dtype, noise=noise, config=config)
 
 
 def truncated_reference(
@@ -237,11 +284,9 @@ def truncated_reference(
     *,
     window: int | None = None,
     chunks: tuple[int, int] | None = None,
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
     dtype: Any = None,
     noise: bool = True,
+    **config: Unpack[Config],
 ) -> Reference:
     """The truncated gradient of ``L``, by ``lax.stop_gradient`` at the truncation's cuts.
 
@@ -260,7 +305,6 @@ def truncated_reference(
 
     if (window is None) == (chunks is None):
         raise ValueError("pass exactly one of window=k or chunks=(k1, k2)")
-    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
     if window is not None:
         k = _count("window", window, 0)
 
@@ -279,7 +323,9 @@ def truncated_reference(
             end = jnp.minimum((t // k1 + 1) * k1, T) - 1
             return jnp.where(i == 0, end < k2, end - (i - 1) < k2)
 
-    return _variant_reference("cut", params, xs, targets, keep=keep, **config)
+    return _variant_reference(
+        "cut", params, xs, targets, keep=keep, dtype=dtype, noise=noise, config=config
+    )
 
 
 def masked_reference(
@@ -289,11 +335,9 @@ def masked_reference(
     mask: Any,
     *,
     mode: str = "loss",
-    hidden: str = "tanh",
-    output: str = "identity",
-    loss: str = "mse",
     dtype: Any = None,
     noise: bool = True,
+    **config: Unpack[Config],
 ) -> Reference:
     """The masked loss ``Σ_{t,b} m_{t,b} loss(ŷ_{t,b}, y_{t,b})`` and its gradient.
 
@@ -305,6 +349,7 @@ def masked_reference(
 
     if mode not in MASK_MODES:
         raise ValueError(f"unknown mask mode {mode!r}; expected one of {list(MASK_MODES)}")
-    config = {"hidden": hidden, "output": output, "loss": loss, "dtype": dtype, "noise": noise}
     variant = "frozen" if mode == "freeze" else "masked"
-    return _variant_reference(variant, params, xs, targets, mask=mask, **config)
+    return _variant_reference(
+        variant, params, xs, targets, mask=mask, dtype=dtype, noise=noise, config=config
+    )
