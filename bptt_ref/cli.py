@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bptt_ref.oracle import cache
 
     args = build_parser().parse_args(argv)
-    with cache.use(None if args.no_cache else args.cache_dir or cache.cache_dir()):
+    with cache.compilation_cache(None if args.no_cache else args.cache_dir or cache.cache_dir()):
         code: int = args.run(args)
     return code
 

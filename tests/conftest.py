@@ -49,7 +49,7 @@ def compilation_cache() -> Iterator[None]:
     if importlib.util.find_spec("jax") is None:  # nox -s mutation: nothing compiles
         yield
         return
-    with cache.use(cache.cache_dir()):
+    with cache.compilation_cache(cache.cache_dir()):
         yield
 
 

@@ -70,7 +70,7 @@ def test_a_compilation_is_saved_and_loaded_and_the_settings_come_back(
     # JAX opens its cache at a process's first compilation: this one, under the suite's.
     jax.jit(jnp.cos)(1.0)
     hits.clear()
-    with cache.use(tmp_path / "c") as where:
+    with cache.compilation_cache(tmp_path / "c") as where:
         assert where == tmp_path / "c"
         _compile_fresh()
         saved = sorted(p.name for p in where.iterdir())
@@ -84,7 +84,7 @@ def test_a_compilation_is_saved_and_loaded_and_the_settings_come_back(
 
 
 def test_without_a_directory_nothing_is_saved(tmp_path: Path, hits: list[str]) -> None:
-    with cache.use(None) as where:
+    with cache.compilation_cache(None) as where:
         assert where is None
         _compile_fresh()
         _compile_fresh()

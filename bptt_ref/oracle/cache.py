@@ -11,8 +11,8 @@ Two processes may share the directory. JAX writes an entry with a plain ``write_
 not a write-then-rename, so without a lock a process could read an entry another is
 still writing; with ``jax_compilation_cache_max_size`` set, JAX takes a file lock
 (``filelock``) around every read and every write of the cache and evicts the least
-recently used entries beyond the size (``jax/_src/lru_cache.py``). :func:`use` always
-sets a size for that reason.
+recently used entries beyond the size (``jax/_src/lru_cache.py``).
+:func:`compilation_cache` always sets a size for that reason.
 
 The cache is trusted: an entry is executable code, so the directory is created readable
 and writable by its owner only.
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["ENV", "MAX_BYTES", "cache_dir", "use"]
+__all__ = ["ENV", "MAX_BYTES", "cache_dir", "compilation_cache"]
 
 ENV = "BPTT_REF_CACHE_DIR"
 """The environment variable naming the cache directory (empty: the default)."""
@@ -69,17 +69,17 @@ _SETTINGS = (
 
 def _apply(values: dict[str, object]) -> None:
     import jax
-    from jax.experimental.compilation_cache import compilation_cache
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
     for name, value in values.items():
         jax.config.update(name, value)  # type: ignore[no-untyped-call]
     # JAX opens its cache at the first compilation and decides then, once, whether a
     # cache is used; resetting makes a change take effect after earlier compilations.
-    compilation_cache.reset_cache()
+    jax_cache.reset_cache()
 
 
 @contextmanager
-def use(directory: str | Path | None) -> Iterator[Path | None]:
+def compilation_cache(directory: str | Path | None) -> Iterator[Path | None]:
     """Inside the block, JAX compilations go through the persistent cache in ``directory``
     (``None``: no persistent cache); JAX's previous cache settings come back on leaving.
 
