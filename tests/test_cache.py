@@ -3,6 +3,7 @@ loaded through it, that JAX's settings come back, and that two commands share it
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -126,3 +127,21 @@ def test_the_variable_moves_the_cache_and_no_cache_writes_nothing(tmp_path: Path
         assert run.returncode == 0, out + err
     assert any(p.name.startswith("jit__total_loss") for p in used.iterdir())
     assert not unused.exists()
+
+
+def test_without_filelock_the_cache_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hits: list[str]
+) -> None:
+    """Without JAX's lock a reader can see a half-written entry: no cache then."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "filelock" else find_spec(name, *a),
+    )
+    with cache.compilation_cache(tmp_path / "c") as where:
+        assert where is None
+        _compile_fresh()
+        _compile_fresh()
+    assert not hits
+    assert not (tmp_path / "c").exists()

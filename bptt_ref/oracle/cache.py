@@ -20,6 +20,7 @@ and writable by its owner only.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -85,11 +86,15 @@ def compilation_cache(directory: str | Path | None) -> Iterator[Path | None]:
 
     Every compilation is kept, however fast (``jax_persistent_cache_min_compile_time_secs``
     0): on a faster machine the oracle compiles in under JAX's default threshold of 1 s
-    and would otherwise never be saved. Yields the directory in use.
+    and would otherwise never be saved. Yields the directory in use: ``None`` also where
+    ``filelock`` is not installed (the ``jax`` extra installs it), since without JAX's lock
+    a process can read another's half-written entry.
     """
     import jax
 
     saved = {name: getattr(jax.config, name) for name in _SETTINGS}
+    if importlib.util.find_spec("filelock") is None:
+        directory = None
     if directory is None:
         _apply({"jax_enable_compilation_cache": False})
     else:
