@@ -33,9 +33,8 @@ ENV = "BPTT_REF_CACHE_DIR"
 """The environment variable naming the cache directory (empty: the default)."""
 
 MAX_BYTES = 1 << 30
-"""The cache's size: beyond it JAX evicts the least recently used entries. An oracle
-executable is a few hundred kB, one per cell, bucket and dtype, so a version of bptt-ref
-fills a few MB and many versions fit."""
+"""The cache's size: beyond it JAX evicts the least recently used entries, so a cache
+that gains entries with every version of bptt-ref, JAX and the oracle stays bounded."""
 
 
 def cache_dir() -> Path:
