@@ -9,10 +9,13 @@ a returned array of the wrong shape or dtype), with a message that says what to 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import inspect
 import os
 import runpy
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,41 +109,161 @@ def load_function(spec: str) -> tuple[Callable[..., Any], str]:
     return obj, f"{binding}\nfn = {attr}"
 
 
+CONFIG_KEYWORDS = ("hidden", "output", "loss")
+"""The configuration keywords ``fn`` may accept: it is then checked with each passed.
+
+``cell`` is not one of them: a function differentiates one cell's parameters, so a check
+runs over the configurations of the cell given with ``--cell``."""
+
+DEFAULTS = {"hidden": "tanh", "output": "identity", "loss": "mse"}
+"""The configuration checked when no option names one."""
+
+
+def accepted_keywords(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The :data:`CONFIG_KEYWORDS` that ``fn`` takes by name (all of them for ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return CONFIG_KEYWORDS
+    by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = {p.name for p in parameters if p.kind in by_name}
+    return tuple(k for k in CONFIG_KEYWORDS if k in names)
+
+
+def configurations(args: argparse.Namespace) -> list[dict[str, str]]:
+    """The configurations to check, in the order of the options' choices.
+
+    Each of ``--hidden``, ``--output``, ``--loss`` given (repeatable) lists its values;
+    one not given is its default (tanh, identity, mse), or with ``--all`` every value the
+    cell accepts. Of several, those the cell does not accept (a hidden activation, an
+    output and loss that are no valid head) are left out; a single one is checked as
+    given, so that its error names what is wrong with it.
+    """
+    import bptt_ref
+    from bptt_ref.cells import CELLS
+
+    choices = {
+        "hidden": bptt_ref.HIDDEN_ACTIVATIONS,
+        "output": bptt_ref.OUTPUT_ACTIVATIONS,
+        "loss": bptt_ref.LOSSES,
+    }
+    every = {**choices, "hidden": CELLS[args.cell].activations}
+    given = {k: getattr(args, k) for k in CONFIG_KEYWORDS}
+    chosen = {
+        k: [v for v in choices[k] if v in given[k]]
+        if given[k]
+        else every[k]
+        if args.all
+        else [DEFAULTS[k]]
+        for k in CONFIG_KEYWORDS
+    }
+    combos = [
+        {"hidden": hidden, "output": output, "loss": loss}
+        for hidden in chosen["hidden"]
+        for output in chosen["output"]
+        for loss in chosen["loss"]
+    ]
+    if len(combos) == 1:
+        return combos
+    valid = [
+        c
+        for c in combos
+        if c["hidden"] in every["hidden"] and (c["output"], c["loss"]) in bptt_ref.VALID_HEADS
+    ]
+    if not valid:
+        heads = ", ".join(f"{o}/{lo}" for o, lo in bptt_ref.VALID_HEADS)
+        raise UsageError(
+            f"no valid configuration among hidden {', '.join(chosen['hidden'])}, output "
+            f"{', '.join(chosen['output'])} and loss {', '.join(chosen['loss'])} for the "
+            f"{args.cell} cell; it takes hidden {', '.join(every['hidden'])} and the "
+            f"output/loss pairs {heads}"
+        )
+    return valid
+
+
+def _label(config: dict[str, str]) -> str:
+    return "/".join(config[k] for k in CONFIG_KEYWORDS)
+
+
+def _bound(
+    fn: Callable[..., Any], binding: str, config: dict[str, str], passed: tuple[str, ...]
+) -> tuple[Callable[..., Any], str]:
+    """``fn`` with the configuration's keywords it accepts bound, and the reproducer's lines."""
+    if not passed:
+        return fn, binding
+    keywords = {k: config[k] for k in passed}
+    arguments = ", ".join(f"{k}={v!r}" for k, v in keywords.items())
+    return (
+        functools.partial(fn, **keywords),
+        f"{binding}\nimport functools\nfn = functools.partial(fn, {arguments})",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the check described by the parsed arguments; returns the exit code."""
     from rich.console import Console
-    from rich.table import Table
 
     from bptt_ref.cli import progress_bar
-    from bptt_ref.testing import ProtocolError, check_gradients
+    from bptt_ref.testing import CheckResult, ProtocolError, check_gradients
 
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
     bar = progress_bar(err, "{task.fields[calls]} calls of fn")
     task = bar.add_task("importing", total=args.examples, calls=0)
-
-    def show(phase: str, examples: int, calls: int) -> None:
-        bar.update(task, description=phase, completed=examples, calls=calls, refresh=True)
+    results: list[tuple[dict[str, str], CheckResult]] = []
+    started = time.perf_counter()
 
     try:
         with importable(args.target), bar:
             fn, binding = load_function(args.target)
-            result = check_gradients(
-                fn,
-                cell=args.cell,
-                hidden=args.hidden,
-                output=args.output,
-                loss=args.loss,
-                dtype=args.dtype,
-                max_examples=args.examples,
-                seed=args.seed,
-                max_T=args.max_T,
-                max_H=args.max_H,
-                save_dir=args.save_dir,
-                name=args.target,
-                binding=binding,
-                progress=show,
-            )
+            todo = configurations(args)
+            passed = accepted_keywords(fn)
+            varying = [k for k in CONFIG_KEYWORDS if len({c[k] for c in todo}) > 1]
+            missing = [k for k in varying if k not in passed]
+            if missing:
+                raise UsageError(
+                    f"{args.target} takes no keyword {', '.join(missing)}, so it can be checked "
+                    f"in one configuration only, not {len(todo)}; give it keyword parameters "
+                    f"{', '.join(CONFIG_KEYWORDS)} (it is called with each configuration's "
+                    "values) or check one configuration per run"
+                )
+            bar.update(task, total=args.examples * len(todo))
+            for config in todo:
+                done = args.examples * len(results)
+                label = f" {_label(config)}" if len(todo) > 1 else ""
+
+                def show(
+                    phase: str, examples: int, calls: int, done: int = done, label: str = label
+                ) -> None:
+                    bar.update(
+                        task,
+                        description=phase + label,
+                        completed=done + examples,
+                        calls=calls,
+                        refresh=True,
+                    )
+
+                checked, reproducer = _bound(fn, binding, config, passed)
+                # Without a slash: the reproducer's file is named after the last part.
+                tag = ",".join(config[k] for k in CONFIG_KEYWORDS)
+                name = args.target if len(todo) == 1 else f"{args.target} [{tag}]"
+                result = check_gradients(
+                    checked,
+                    cell=args.cell,
+                    **config,
+                    dtype=args.dtype,
+                    max_examples=args.examples,
+                    seed=args.seed,
+                    max_T=args.max_T,
+                    max_H=args.max_H,
+                    save_dir=args.save_dir,
+                    name=name,
+                    binding=reproducer,
+                    progress=show,
+                )
+                results.append((config, result))
     except (UsageError, ValueError) as exc:
         err.print(f"bptt-ref check: usage error: {exc}", markup=False, soft_wrap=True)
         return USAGE
@@ -148,10 +271,16 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"bptt-ref check: protocol error: {exc}", markup=False, soft_wrap=True)
         return USAGE
 
-    config = (
-        f"cell={args.cell} hidden={args.hidden} output={args.output} loss={args.loss} "
-        f"dtype={args.dtype}"
-    )
+    if len(results) == 1:
+        return _one(args, console, *results[0])
+    return _many(args, console, results, time.perf_counter() - started)
+
+
+def _one(args: argparse.Namespace, console: Any, config: dict[str, str], result: Any) -> int:
+    """Print the check of one configuration: its failure report, or a table per key."""
+    from rich.table import Table
+
+    settings = " ".join(f"{k}={v}" for k, v in {"cell": args.cell, **config}.items())
     if result.report is not None:
         console.print(f"FAIL {result.report}", markup=False, soft_wrap=True)
         return MISMATCH
@@ -167,16 +296,70 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(
         f"ok: {', '.join(result.keys)} agree with the reference on {result.examples} cases "
-        f"({config}, seed {args.seed}) in {result.time_spent}",
+        f"({settings} dtype={args.dtype}, seed {args.seed}) in {result.time_spent}",
         markup=False,
         soft_wrap=True,
     )
     return OK
 
 
+def _many(
+    args: argparse.Namespace,
+    console: Any,
+    results: list[tuple[dict[str, str], Any]],
+    seconds: float,
+) -> int:
+    """Print one report per failing configuration, then one table of every configuration."""
+    from rich.table import Table
+
+    from bptt_ref.jax_reference import time_split
+
+    failed = [(c, r) for c, r in results if r.report is not None]
+    for _, result in failed:
+        console.print(f"FAIL {result.report}\n", markup=False, soft_wrap=True)
+    table = Table(
+        title=f"{args.target} ({args.cell}, {args.dtype}): {len(results)} configurations, "
+        "largest err / bound over each one's cases (at most 1 passes)"
+    )
+    labels = [_label(config) for config, _ in results]
+    # The configuration and the verdict stay whole at any width: they are what is read.
+    table.add_column("hidden/output/loss", no_wrap=True, min_width=max(map(len, labels)))
+    table.add_column("cases", justify="right")
+    table.add_column("largest err / bound", justify="right")
+    table.add_column("ok", no_wrap=True)
+    table.add_column("wrong keys")
+    for label, (_, result) in zip(labels, results, strict=True):
+        report = result.report
+        verdicts = list(result.worst.values()) if report is None else report.verdicts
+        worst = max(verdicts, key=lambda v: v.err / v.bound, default=None)
+        ratio = "-" if worst is None else f"{worst.err / worst.bound:.2g} ({worst.key})"
+        if report is None:
+            verdict, wrong = "yes", ""
+        elif report.error is not None:
+            verdict, wrong = "NO", "fn raised"
+        else:
+            verdict, wrong = "NO", ", ".join(report.wrong_keys)
+        table.add_row(label, str(result.examples), ratio, verdict, wrong)
+    console.print(table)
+    compiling = sum(r.compiling for _, r in results)
+    verdict = (
+        "every configuration agrees with the reference"
+        if not failed
+        else f"{len(failed)} of {len(results)} configurations fail: "
+        + ", ".join(_label(c) for c, _ in failed)
+    )
+    console.print(
+        f"{verdict} (seed {args.seed}; {time_split(seconds, compiling)})",
+        markup=False,
+        soft_wrap=True,
+    )
+    return MISMATCH if failed else OK
+
+
 def add_parser(commands: Any) -> None:
     """Add the ``check`` sub-command to ``commands`` (an argparse sub-parsers object)."""
     import bptt_ref
+    from bptt_ref.cli import add_cache_options
 
     check = commands.add_parser(
         "check",
@@ -204,12 +387,31 @@ def add_parser(commands: Any) -> None:
     )
     check.add_argument(
         "--hidden",
+        action="append",
         choices=bptt_ref.HIDDEN_ACTIVATIONS,
-        default="tanh",
-        help="f_h of the rnn (default tanh); a gated cell takes only tanh",
+        help="f_h of the rnn (default tanh); a gated cell takes only tanh. Repeat it, or give "
+        "--all, to check several: fn must then accept the keyword hidden",
     )
-    check.add_argument("--output", choices=bptt_ref.OUTPUT_ACTIVATIONS, default="identity")
-    check.add_argument("--loss", choices=bptt_ref.LOSSES, default="mse")
+    check.add_argument(
+        "--output",
+        action="append",
+        choices=bptt_ref.OUTPUT_ACTIVATIONS,
+        help="f_y (default identity); repeatable as --hidden",
+    )
+    check.add_argument(
+        "--loss",
+        action="append",
+        choices=bptt_ref.LOSSES,
+        help="the loss (default mse); repeatable as --hidden",
+    )
+    check.add_argument(
+        "--all",
+        action="store_true",
+        help="check every valid hidden x output x loss configuration of the cell (those of "
+        "--hidden, --output, --loss where given) in one run, one table at the end; fn must "
+        "accept as keywords what varies (hidden, output, loss) and is called with each "
+        "configuration's values",
+    )
     check.add_argument(
         "--dtype", choices=("float64", "float32"), default="float64", help="dtype fn receives"
     )
@@ -226,4 +428,5 @@ def add_parser(commands: Any) -> None:
         default=None,
         help="where the failing case's .npz goes (default: a new temporary directory)",
     )
+    add_cache_options(check)
     check.set_defaults(run=run)

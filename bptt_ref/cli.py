@@ -274,6 +274,22 @@ def _vectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cache-dir`` and ``--no-cache``: where the compiled oracle is kept."""
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="keep the compiled JAX oracle in DIR (default: $BPTT_REF_CACHE_DIR, else the "
+        "user cache directory, ~/.cache/bptt-ref/jax on Linux), so later runs load it instead "
+        "of compiling it",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="compile the oracle in this process, neither reading nor writing the cache",
+    )
+
+
 def _add_cell_option(parser: argparse.ArgumentParser, verb: str) -> None:
     parser.add_argument(
         "--cell",
@@ -300,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--sweep", choices=sorted(SHAPES), default="default", help="which shapes")
     _add_cell_option(verify, "verify")
     verify.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
+    add_cache_options(verify)
     verify.set_defaults(run=_verify)
     check.add_parser(commands)
     golden = commands.add_parser(
@@ -314,14 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     golden.add_argument("--out", required=True, metavar="DIR", help="directory to write")
     golden.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
     _add_cell_option(golden, "write")
+    add_cache_options(golden)
     golden.set_defaults(run=_vectors)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bptt-ref`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    from bptt_ref.oracle import cache
+
     args = build_parser().parse_args(argv)
-    code: int = args.run(args)
+    with cache.compilation_cache(None if args.no_cache else args.cache_dir or cache.cache_dir()):
+        code: int = args.run(args)
     return code
 
 

@@ -10,7 +10,8 @@ This module is the public namespace; the oracle lives in the package
 :mod:`bptt_ref.oracle`, one idea per module: ``activations`` (exact and textbook ``f_h``),
 ``heads`` (the shared output heads), ``cells`` (one step per cell), ``engine`` (padding,
 buckets, compilation, the plain loss, its reference and judge, the rounding magnitudes),
-``compile_clock`` (how long compiling took) and ``variants`` (the rnn's per-term,
+``compile_clock`` (how long compiling took), ``cache`` (the persistent compilation cache)
+and ``variants`` (the rnn's per-term,
 per-lag, truncated and masked losses). The JAX-free judging (``judge_against``,
 ``assert_matches``) is :mod:`bptt_ref.compare`'s.
 """
@@ -21,6 +22,8 @@ from bptt_ref.compare import assert_matches as assert_matches
 from bptt_ref.compare import judge_against as judge_against
 from bptt_ref.oracle.activations import HIDDEN as HIDDEN
 from bptt_ref.oracle.activations import TEXTBOOK_HIDDEN as TEXTBOOK_HIDDEN
+from bptt_ref.oracle.cache import cache_dir as cache_dir
+from bptt_ref.oracle.cache import compilation_cache as compilation_cache
 from bptt_ref.oracle.compile_clock import CompileClock as CompileClock
 from bptt_ref.oracle.compile_clock import compile_clock as compile_clock
 from bptt_ref.oracle.compile_clock import time_split as time_split
@@ -47,6 +50,8 @@ __all__ = [
     "assert_matches",
     "assert_matches_oracle",
     "bucket",
+    "cache_dir",
+    "compilation_cache",
     "compile_clock",
     "cut_step_losses",
     "judge",

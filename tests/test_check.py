@@ -25,13 +25,10 @@ SIGMOID_BCE = ["--hidden", "sigmoid", "--output", "sigmoid", "--loss", "binary_c
 
 
 @pytest.fixture(scope="session")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """This tree's package and ``planted`` on the path; one JAX compilation cache for all runs."""
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
-    }
+def env() -> dict[str, str]:
+    """This tree's package and ``planted`` on the path (the runs share the suite's
+    compilation cache, conftest.py's)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
 
 
 def check(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
