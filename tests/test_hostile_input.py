@@ -34,12 +34,10 @@ from planted import batched
 import bptt_ref
 from bptt_ref import GRAD_NAMES, finite_difference, jax_reference
 from bptt_ref.cases import Config
+from bptt_ref.cells import CELLS
 from bptt_ref.cli import main
 from bptt_ref.strategies import cases, configurations
 from bptt_ref.testing import CheckResult, ProtocolError, check_gradients
-
-ARRAYS = (*bptt_ref.PARAM_NAMES, "xs", "targets")
-
 
 @dataclass
 class Call:
@@ -50,6 +48,11 @@ class Call:
     blame: set[str]  # names an error message may point at
     errors: set[type[Exception]]
     touched: set[str]  # the inputs a corruption changed
+    cell: str = "rnn"
+
+
+def _arrays(call: Call) -> tuple[str, ...]:
+    return (*CELLS[call.cell].names, "xs", "targets")
 
 
 def _array(call: Call, name: str) -> Any:
@@ -67,7 +70,7 @@ def _set(call: Call, name: str, value: Any) -> None:
 
 def _present(call: Call) -> list[str]:
     # An earlier corruption may have dropped a key.
-    return [name for name in ARRAYS if name in ("xs", "targets") or name in call.params]
+    return [name for name in _arrays(call) if name in ("xs", "targets") or name in call.params]
 
 
 def _reshape(draw: st.DrawFn, call: Call) -> None:
@@ -85,7 +88,7 @@ def _reshape(draw: st.DrawFn, call: Call) -> None:
     _set(call, name, np.zeros(shape, dtype=arr.dtype))
     call.touched.add(name)
     # A changed dim is reported on whichever array first disagrees with it.
-    call.blame |= set(ARRAYS)
+    call.blame |= set(_arrays(call))
     call.errors.add(ValueError)
 
 
@@ -118,7 +121,7 @@ def _poison(draw: st.DrawFn, call: Call) -> None:
 
 def _keys(draw: st.DrawFn, call: Call) -> None:
     if draw(st.booleans()):
-        call.params.pop(draw(st.sampled_from(bptt_ref.PARAM_NAMES)), None)
+        call.params.pop(draw(st.sampled_from(CELLS[call.cell].names)), None)
     else:
         call.params[draw(st.sampled_from(["w", "bias", "h_0", "U "]))] = np.zeros(1)
     call.touched.add("params")
@@ -137,14 +140,38 @@ def _names(draw: st.DrawFn, call: Call) -> None:
     call.errors.add(ValueError)
 
 
-CORRUPTIONS: list[Callable[[st.DrawFn, Call], None]] = [_reshape, _retype, _poison, _keys, _names]
+def _other_cell(draw: st.DrawFn, call: Call) -> None:
+    # Parameters of one cell called as another: named as the other cell's, or (the two
+    # GRUs share their keys and shapes) accepted as the GRU they fit.
+    mine = call.cell
+    call.cell = draw(st.sampled_from([name for name in CELLS if name != mine]))
+    call.touched.add("cell")
+    call.blame |= {"params", *_arrays(call), f"cell {call.cell!r}", "hidden"}
+    call.errors.add(ValueError)
+
+
+CORRUPTIONS: list[Callable[[st.DrawFn, Call], None]] = [
+    _reshape,
+    _retype,
+    _poison,
+    _keys,
+    _names,
+    _other_cell,
+]
 
 
 @st.composite
 def calls(draw: st.DrawFn) -> Call:
-    case = draw(cases(max_T=4, max_B=3, max_D=3, max_H=4, max_O=3))
+    case = draw(cases(max_T=4, max_B=3, max_D=3, max_H=4, max_O=3, cells=tuple(CELLS)))
     call = Call(
-        dict(case.params), case.xs, case.targets, Config(**case.config), set(), set(), set()
+        dict(case.params),
+        case.xs,
+        case.targets,
+        Config(**case.config),
+        set(),
+        set(),
+        set(),
+        case.cell,
     )
     for corrupt in draw(st.lists(st.sampled_from(CORRUPTIONS), max_size=2)):
         corrupt(draw, call)
@@ -152,25 +179,28 @@ def calls(draw: st.DrawFn) -> Call:
 
 
 ENTRY_POINTS: dict[str, Callable[[Call], object]] = {
-    "loss_and_grad": lambda c: bptt_ref.loss_and_grad(c.params, c.xs, c.targets, **c.config),
+    "loss_and_grad": lambda c: bptt_ref.loss_and_grad(
+        c.params, c.xs, c.targets, cell=c.cell, **c.config
+    ),
     "forward": lambda c: bptt_ref.forward(
-        c.params, c.xs, hidden=c.config["hidden"], output=c.config["output"]
+        c.params, c.xs, cell=c.cell, hidden=c.config["hidden"], output=c.config["output"]
     ),
     "jax_reference.loss_and_grad": lambda c: jax_reference.loss_and_grad(
-        c.params, c.xs, c.targets, **c.config
+        c.params, c.xs, c.targets, cell=c.cell, **c.config
     ),
     "directional_derivative": lambda c: finite_difference.directional_derivative(
         c.params,
         c.xs,
         c.targets,
         _direction(c),
+        cell=c.cell,
         **c.config,
     ),
 }
 
 
 def _direction(c: Call) -> dict[str, Any]:
-    shapes = {k: np.shape(c.params[k]) for k in bptt_ref.PARAM_NAMES if k in c.params}
+    shapes = {k: np.shape(c.params[k]) for k in CELLS[c.cell].names if k in c.params}
     return {k: np.ones(s) for k, s in {**shapes, "xs": np.shape(c.xs)}.items()}
 
 
@@ -211,7 +241,7 @@ def _only_harmless(call: Call, entry: str) -> bool:
                 (T, B, np.shape(call.params["U"])[0]), dtype=np.asarray(call.xs).dtype
             )
             config = {**config, "loss": "mse"}
-        bptt_ref.loss_and_grad(call.params, call.xs, targets, **config)
+        bptt_ref.loss_and_grad(call.params, call.xs, targets, cell=call.cell, **config)
     except (ValueError, TypeError, KeyError):
         return False
     return True
