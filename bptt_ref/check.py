@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
                 name=args.target,
                 binding=binding,
                 progress=show,
+                layout=args.layout,
             )
     except (UsageError, ValueError) as exc:
         err.print(f"bptt-ref check: usage error: {exc}", markup=False, soft_wrap=True)
@@ -152,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         f"cell={args.cell} hidden={args.hidden} output={args.output} loss={args.loss} "
         f"dtype={args.dtype}"
     )
+    if args.layout is not None:
+        config += f" layout={args.layout}"
     if result.report is not None:
         console.print(f"FAIL {result.report}", markup=False, soft_wrap=True)
         return MISMATCH
@@ -225,5 +228,14 @@ def add_parser(commands: Any) -> None:
         "--save-dir",
         default=None,
         help="where the failing case's .npz goes (default: a new temporary directory)",
+    )
+    from bptt_ref.layouts import LAYOUTS
+
+    check.add_argument(
+        "--layout",
+        choices=tuple(LAYOUTS),
+        default=None,
+        help="the framework layout fn takes and returns: its keys, shapes, gate order and "
+        "batch axis (default: bptt-ref's own, PyTorch's with the keys W_ih, W_hh, ...)",
     )
     check.set_defaults(run=run)

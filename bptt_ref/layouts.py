@@ -219,9 +219,19 @@ class Layout:
         own = self.of(cell)
         return _read_dims({e.name: e.shape for e in own.entries}, arrays, f"{self.name} {cell}")
 
+    def shape_text(self, cell: str, key: str) -> str:
+        """The named shape of ``key``, as a tuple prints: ``"(D, 4H)"``."""
+        return shape_text(self.of(cell).entry(key).shape)
+
     def shapes(self, cell: str, dims: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
         """Every array's concrete shape at ``dims``."""
         return {e.name: _shape(e.shape, dims) for e in self.of(cell).entries}
+
+    def data(self, cell: str, array: Any) -> Array:
+        """``xs`` or ``targets`` (T, B, ·) → the layout's orientation, and back: batch-major
+        layouts swap the first two axes, which is its own inverse. A new array."""
+        axes = self.of(cell).entry("xs").axes
+        return np.array(np.asarray(array).transpose(axes) if axes is not None else array)
 
     # -- conversions ----------------------------------------------------------------------
 
