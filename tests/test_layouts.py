@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 import bptt_ref
-from bptt_ref.cells import CELLS
 from bptt_ref.compare import tolerance_for
 from bptt_ref.layouts import LAYOUTS, Layout, Piece
 
@@ -114,7 +113,7 @@ def test_conversions_leave_inputs_alone_and_share_no_memory(name: str, cell: str
     before = {k: v.copy() for k, v in canonical.items()}
     there = layout.to_layout(cell, canonical)
     back = layout.from_layout(cell, there)
-    for k, v in there.items():
+    for v in there.values():
         v[...] = np.nan
     assert bitwise_equal(canonical, before)
     assert all(np.all(np.isfinite(v)) for v in back.values())
@@ -378,10 +377,7 @@ def _with_gates(layout: Layout, cell: str, gates: str) -> Layout:
     def reorder(pieces: tuple[Piece, ...]) -> tuple[Piece, ...]:
         if len(pieces) != len(gates) or any(p.gate is None for p in pieces):
             return pieces
-        return tuple(
-            replace(pieces[0], gate=g) if False else replace(p, gate=g)
-            for p, g in zip(pieces, gates)
-        )
+        return tuple(replace(p, gate=g) for p, g in zip(pieces, gates, strict=True))
 
     entries = tuple(replace(e, pieces=reorder(e.pieces)) for e in own.entries)
     return Layout(layout.name, {**layout.cells, cell: replace(own, entries=entries)}, layout.nested)

@@ -89,13 +89,15 @@ def test_a_convention_mixup_is_named_in_the_layouts_keys(
     assert report.layout == layout
     (said,) = report.hints
     assert hint in said, said
-    assert report.wrong_keys and all(k in report.keys for k in report.wrong_keys)
+    assert report.wrong_keys
+    assert all(k in report.keys for k in report.wrong_keys)
     assert f"layout={layout}" in str(report)
 
 
 def test_the_reports_name_the_users_keys_and_indices() -> None:
     report = report_of(kernels.torch_gru_in_keras_names, "gru", "keras")
-    assert "recurrent_kernel" in report.wrong_keys and "W_hh" not in str(report).split("hints")[0]
+    assert "recurrent_kernel" in report.wrong_keys
+    assert "W_hh" not in str(report).split("hints")[0]
     text = str(report)
     assert "recurrent_kernel[" in text
     with pytest.raises(CheckFailed, match=r"recurrent_kernel\["):
@@ -121,7 +123,8 @@ def test_the_command_checks_in_a_layout(tmp_path: Path, capsys: pytest.CaptureFi
     )
     out = capsys.readouterr().out
     assert ok == 0, out
-    assert "layout=onnx" in out and "W, R, B" in out
+    assert "layout=onnx" in out
+    assert "W, R, B" in out
     bad = main(
         [
             "check",
@@ -138,7 +141,8 @@ def test_the_command_checks_in_a_layout(tmp_path: Path, capsys: pytest.CaptureFi
     )
     out = " ".join(capsys.readouterr().out.split())
     assert bad == 1
-    assert "weight_hh_l0[" in out and "(the order of onnx)" in out
+    assert "weight_hh_l0[" in out
+    assert "(the order of onnx)" in out
 
 
 def test_a_layout_that_cannot_express_the_cell_is_a_usage_error(
