@@ -43,8 +43,9 @@ cs231n    ``Wx`` (D, G·H), ``Wh`` (H, G·H), ``b`` (G·H,) used as ``x Wx + h W
 
 **Fused and split biases.** Where a layout keeps one bias where the canonical cell adds
 two at the same place (Keras' LSTM and reset-before GRU, Flax's LSTM and its GRU's r and
-z gates, CS231n), layout → canonical puts it all in ``b_ih`` and sets ``b_hh = −0.0``,
-and canonical → layout sums ``b_ih + b_hh`` (−0.0 is the one number whose addition is
+z gates, CS231n), layout → canonical puts it all in the bias of the side the framework
+biases (``b_ih``; ``b_hh`` for Flax's LSTM, which biases the hidden side) and sets the
+other to −0.0, and canonical → layout sums ``b_ih + b_hh`` (−0.0 is the one number whose addition is
 the identity to the bit, so layout → canonical → layout is). Both biases then enter
 only as their sum, so the fused bias's gradient equals each of theirs: canonical →
 layout takes ``∂L/∂b_ih``, layout → canonical gives it to both. Where a layout keeps two
@@ -81,6 +82,7 @@ __all__ = [
     "Layout",
     "Piece",
     "layout_named",
+    "torch_cell_layout",
     "torch_suffix",
 ]
 
@@ -443,7 +445,10 @@ def torch_suffix(layer: int = 0, reverse: bool = False) -> str:
     return f"_l{layer}" + ("_reverse" if reverse else "")
 
 
-def _torch(cell: str, suffix: str = torch_suffix()) -> CellLayout:
+def torch_cell_layout(cell: str, suffix: str = torch_suffix()) -> CellLayout:
+    """``cell`` as one (layer, direction) of ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``: its
+    ``state_dict`` keys end in ``suffix`` (:func:`torch_suffix`); the initial states are
+    the (1, B, H) slice of PyTorch's (num_layers · num_directions, B, H)."""
     spec = CELLS[cell]
     rows = f"{spec.gates}H" if spec.gates > 1 else "H"
     w_ih, w_hh, b_ih, b_hh = spec.roles
@@ -616,7 +621,7 @@ def _cs231n(cell: str) -> CellLayout:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "torch": Layout("torch", {c: _torch(c) for c in ("rnn", "lstm", "gru")}),
+    "torch": Layout("torch", {c: torch_cell_layout(c) for c in ("rnn", "lstm", "gru")}),
     "keras": Layout("keras", {c: _keras(c) for c in CELLS}),
     "onnx": Layout("onnx", {c: _onnx(c) for c in CELLS}),
     "flax": Layout("flax", {c: _flax(c) for c in ("rnn", "lstm", "gru")}, nested=True),

@@ -28,8 +28,9 @@ def report_of(fn: Any, cell: str, layout: str) -> Report:
         (kernels.onnx_lstm, "lstm", "onnx"),
         (kernels.keras_gru, "gru", "keras"),
         (kernels.onnx_gru_reset_before, "gru_reset_before", "onnx"),
+        (kernels.flax_lstm_tree, "lstm", "flax"),
     ],
-    ids=["onnx-lstm", "keras-gru", "onnx-gru-linear_before_reset-0"],
+    ids=["onnx-lstm", "keras-gru", "onnx-gru-linear_before_reset-0", "flax-lstm-tree"],
 )
 def test_a_right_kernel_passes_in_its_own_layout(fn: Any, cell: str, layout: str) -> None:
     assert_bptt_gradients(fn, cell=cell, layout=layout, max_examples=EXAMPLES)

@@ -165,3 +165,19 @@ def onnx_gru_reset_before(params: dict[str, Array], xs: Array, targets: Array) -
         "b_y": g["b_y"],
         "xs": g["xs"],
     }
+
+
+def flax_lstm_tree(tree: dict[str, Any], xs: Array, targets: Array) -> Any:
+    """Flax's OptimizedLSTMCell tree in, the gradient tree out (through bptt-ref's own
+    reference and converters: this client tests the plumbing of trees, not the math)."""
+    from bptt_ref.layouts import LAYOUTS
+
+    flax = LAYOUTS["flax"]
+    assert isinstance(tree["carry"], tuple), "the carry is the tuple (c, h)"
+    assert tree["cell"]["hi"]["bias"].shape == (tree["carry"][1].shape[1],)
+    assert "bias" not in tree["cell"]["ii"], "only the hidden side is biased"
+    flat = flax.flatten(tree)
+    canonical = flax.from_layout("lstm", {**flat, "xs": xs})
+    data = canonical.pop("xs")
+    _, grads = bptt_ref.loss_and_grad(canonical, data, flax.data("lstm", targets), cell="lstm")
+    return flax.nest(flax.grads_to_layout("lstm", grads))
