@@ -97,7 +97,7 @@ class Report:
                 "",
                 f"wrong keys: {', '.join(self.wrong_keys)}   (right: {', '.join(right) or 'none'})",
                 f"  {'key':<{width}} {'max abs err':>11} {'rel err':>9} {'bound':>9}  "
-                f"{'largest at':<12} {'actual':>12} {'expected':>12}",
+                f"{'largest at':<{width + 8}} {'actual':>12} {'expected':>12}",
             ]
             for v in self.verdicts:
                 if not v.ok:
