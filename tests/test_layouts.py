@@ -18,7 +18,7 @@ import pytest
 
 import bptt_ref
 from bptt_ref.compare import tolerance_for
-from bptt_ref.layouts import LAYOUTS, Layout, Piece
+from bptt_ref.layouts import LAYOUTS, Layout, Piece, torch_cell_layout, torch_suffix
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -117,6 +117,17 @@ def test_conversions_leave_inputs_alone_and_share_no_memory(name: str, cell: str
         v[...] = np.nan
     assert bitwise_equal(canonical, before)
     assert all(np.all(np.isfinite(v)) for v in back.values())
+
+
+def test_torch_names_each_layer_and_direction() -> None:
+    own = torch_cell_layout("lstm", torch_suffix(layer=1, reverse=True))
+    assert own.names[:4] == (
+        "weight_ih_l1_reverse",
+        "weight_hh_l1_reverse",
+        "bias_ih_l1_reverse",
+        "bias_hh_l1_reverse",
+    )
+    assert LAYOUTS["torch"].of("lstm").names[:2] == ("weight_ih_l0", "weight_hh_l0")
 
 
 def test_unknown_layouts_cells_and_shapes_are_named() -> None:

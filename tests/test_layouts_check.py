@@ -11,7 +11,13 @@ import pytest
 from planted import layout_kernels as kernels
 
 from bptt_ref.cli import main
-from bptt_ref.testing import CheckFailed, Report, assert_bptt_gradients, check_gradients
+from bptt_ref.testing import (
+    CheckFailed,
+    ProtocolError,
+    Report,
+    assert_bptt_gradients,
+    check_gradients,
+)
 
 EXAMPLES = 20
 
@@ -155,3 +161,19 @@ def test_a_layout_that_cannot_express_the_cell_is_a_usage_error(
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2
     assert "layout 'cs231n' cannot express cell 'gru'" in err
+
+
+def test_a_canonical_key_in_a_layout_check_is_a_protocol_error() -> None:
+    def canonical_names(params: Any, xs: Any, targets: Any) -> dict[str, Any]:
+        return {"W_hh": params["recurrent_kernel"]}
+
+    with pytest.raises(ProtocolError, match=r"unknown keys \['W_hh'\].*keys are kernel, recurrent"):
+        check_gradients(canonical_names, cell="gru", layout="keras", max_examples=1)
+
+
+def test_a_wrongly_shaped_layout_array_names_its_named_shape() -> None:
+    def transposed(params: Any, xs: Any, targets: Any) -> dict[str, Any]:
+        return {"recurrent_kernel": params["recurrent_kernel"].T.copy()}
+
+    with pytest.raises(ProtocolError, match=r"recurrent_kernel of shape .*expected \(H, 3H\) = "):
+        check_gradients(transposed, cell="gru", layout="keras", max_examples=1)
