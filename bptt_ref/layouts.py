@@ -303,7 +303,12 @@ class Layout:
     ) -> dict[str, Array]:
         spec = CELLS[cell]
         dims = self.dims(cell, arrays)
-        shapes = {k: _shape(v, dims) for k, v in spec.shapes.items()}
+        # Only the arrays whose dims are all known: without xs there is no T.
+        shapes = {
+            k: _shape(v, dims)
+            for k, v in spec.shapes.items()
+            if all(d.isdigit() or d[-1] in dims for d in v)
+        }
         blocks: dict[str, dict[str | None, Array]] = {}
         split: list[tuple[Piece, Array]] = []
         for entry in self.of(cell).entries:

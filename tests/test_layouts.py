@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import bptt_ref
+from bptt_ref.cells import CELLS
 from bptt_ref.compare import tolerance_for
 from bptt_ref.layouts import LAYOUTS, Layout, Piece, torch_cell_layout, torch_suffix
 
@@ -422,3 +423,15 @@ def test_a_planted_wrong_converter_fails_the_comparison(
 ) -> None:
     with pytest.raises(AssertionError):
         agree_with_framework(planted(), cell, np.float64)
+
+
+@pytest.mark.parametrize(("name", "cell"), PAIRS, ids=IDS)
+def test_parameters_convert_without_the_data(name: str, cell: str) -> None:
+    # A gradient need not include xs, and parameters never do: T is then unknown.
+    layout = LAYOUTS[name]
+    arrays = random_layout_arrays(layout, cell, np.float64)
+    names = set(CELLS[cell].names)
+    assert set(layout.from_layout(cell, arrays)) == names
+    assert set(layout.grads_from_layout(cell, arrays)) == names
+    params, _, _ = canonical_case(cell, np.float64)
+    assert set(layout.to_layout(cell, params)) == set(layout.of(cell).names)

@@ -177,3 +177,11 @@ def test_a_wrongly_shaped_layout_array_names_its_named_shape() -> None:
 
     with pytest.raises(ProtocolError, match=r"recurrent_kernel of shape .*expected \(H, 3H\) = "):
         check_gradients(transposed, cell="gru", layout="keras", max_examples=1)
+
+
+def test_a_split_bias_is_judged_on_its_own() -> None:
+    # nn.RNN's two biases both get ∂L/∂b_h; the canonical view reads only bias_ih_l0, so
+    # it sees a right gradient and offers no hint rather than a wrong one.
+    report = report_of(kernels.torch_rnn_bias_hh_without_gradient, "rnn", "torch")
+    assert report.wrong_keys == ["bias_hh_l0"]
+    assert report.hints == []

@@ -246,6 +246,11 @@ def _hints(
         return lay.grads_from_layout(cell, lay.flatten(out))
 
     verdicts = judge(actual, case, ours)
+    if all(v.ok for v in verdicts):
+        # The wrong arrays are ones the canonical view does not read (PyTorch's
+        # bias_hh_l0 of the rnn, which adds into b_h): its probes would describe a
+        # right gradient.
+        return []
     return hints(canonical_fn, case, ours, actual, verdicts, target, layout=lay)
 
 

@@ -181,3 +181,28 @@ def flax_lstm_tree(tree: dict[str, Any], xs: Array, targets: Array) -> Any:
     data = canonical.pop("xs")
     _, grads = bptt_ref.loss_and_grad(canonical, data, flax.data("lstm", targets), cell="lstm")
     return flax.nest(flax.grads_to_layout("lstm", grads))
+
+
+def torch_rnn_bias_hh_without_gradient(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """``nn.RNN``'s arrays (renamed by hand); ``bias_hh_l0``'s gradient left at zero,
+    though it adds into the same pre-activation as ``bias_ih_l0``."""
+    canonical = {
+        "V": params["weight_ih_l0"],
+        "W": params["weight_hh_l0"],
+        "b_h": params["bias_ih_l0"] + params["bias_hh_l0"],
+        "h0": params["h_0"][0],
+        "U": params["fc.weight"],
+        "b_y": params["fc.bias"],
+    }
+    _, g = bptt_ref.loss_and_grad(canonical, xs, targets)
+    return {
+        "weight_ih_l0": g["V"],
+        "weight_hh_l0": g["W"],
+        "bias_ih_l0": g["b_h"],
+        "bias_hh_l0": np.zeros_like(g["b_h"]),
+        "h_0": g["h0"][None],
+        "fc.weight": g["U"],
+        "fc.bias": g["b_y"],
+    }
