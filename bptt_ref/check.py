@@ -262,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
                     name=name,
                     binding=reproducer,
                     progress=show,
+                    layout=args.layout,
                 )
                 results.append((config, result))
     except (UsageError, ValueError) as exc:
@@ -281,6 +282,8 @@ def _one(args: argparse.Namespace, console: Any, config: dict[str, str], result:
     from rich.table import Table
 
     settings = " ".join(f"{k}={v}" for k, v in {"cell": args.cell, **config}.items())
+    if args.layout is not None:
+        settings += f" layout={args.layout}"
     if result.report is not None:
         console.print(f"FAIL {result.report}", markup=False, soft_wrap=True)
         return MISMATCH
@@ -429,4 +432,13 @@ def add_parser(commands: Any) -> None:
         help="where the failing case's .npz goes (default: a new temporary directory)",
     )
     add_cache_options(check)
+    from bptt_ref.layouts import LAYOUTS
+
+    check.add_argument(
+        "--layout",
+        choices=tuple(LAYOUTS),
+        default=None,
+        help="the framework layout fn takes and returns: its keys, shapes, gate order and "
+        "batch axis (default: bptt-ref's own, PyTorch's with the keys W_ih, W_hh, ...)",
+    )
     check.set_defaults(run=run)

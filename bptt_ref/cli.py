@@ -259,7 +259,12 @@ def _vectors(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with bar, compile_clock(on_event=compiling) as clock:
-            manifest = vectors.write(args.out, seed=args.seed, cells=args.cell, progress=show)
+            manifest = vectors.write(
+                args.out, seed=args.seed, cells=args.cell, progress=show, in_layout=args.layout
+            )
+    except ValueError as exc:
+        console.print(f"bptt-ref vectors: usage error: {exc}", markup=False, soft_wrap=True)
+        return 2
     except RuntimeError as exc:
         console.print(f"FAIL {exc}", markup=False, soft_wrap=True)
         return 1
@@ -332,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     golden.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0)")
     _add_cell_option(golden, "write")
     add_cache_options(golden)
+    from bptt_ref.layouts import LAYOUTS
+
+    golden.add_argument(
+        "--layout",
+        choices=tuple(LAYOUTS),
+        default=None,
+        help="write every array under this framework's names, shapes and batch axis, for the "
+        "cells it expresses (default: bptt-ref's own layout)",
+    )
     golden.set_defaults(run=_vectors)
     return parser
 

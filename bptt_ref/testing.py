@@ -37,6 +37,16 @@ Each case is judged by :func:`bptt_ref.jax_reference.judge`, the tolerance model
 smallest case; the :class:`Report` names the wrong keys with their errors, saves the
 case as an ``.npz`` reproducer, and adds hints where the evidence is clear.
 
+Layouts: with ``layout="torch"`` (or ``"keras"``, ``"onnx"``, ``"flax"``, ``"cs231n"``;
+:mod:`bptt_ref.layouts` states each), ``fn`` receives the parameters under that
+framework's names and shapes (``weight_ih_l0`` (4H, D), ``recurrent_kernel`` (H, 4H), a
+Flax tree, ...), ``xs`` and ``targets`` in its batch axis (batch-major (B, T, ·) for
+Keras, Flax and CS231n), and returns gradients under the same keys, ``xs`` included. Each
+returned entry is judged with the tolerance of the canonical entry it holds, the report
+names the framework's keys and indices (``recurrent_kernel[3, 17]``), and a mix-up of
+two frameworks' conventions (a gate order, r and z, the GRU's reset side, a transposed
+recurrent kernel, z and 1 − z) is hinted with both named.
+
 The checker lives in :mod:`bptt_ref.checker` (protocol, search, hints, report); this
 module is its public namespace.
 """

@@ -32,6 +32,16 @@ shapes (the parameters first, in the order above), sha256, and per dtype and key
 absolute tolerance ``atol``: a result ``a`` of dtype ``<dt>`` is right when
 ``max_i |a[i] - grad[i]| <= atol``, the bound ``bptt_ref.compare`` applies to that case.
 Only :func:`load` is needed to read a set, and it needs NumPy alone.
+
+A set written with a framework layout (``bptt-ref vectors --layout torch``, :mod:`bptt_ref.layouts`)
+holds the same cases with every array under that framework's names, shapes and batch
+axis (``<dt>.weight_ih_l0``, ``<dt>.grad.weight_ih_l0``; Flax's tree as ``/`` paths, e.g.
+``<dt>.cell/hi/kernel``), only for the cells the layout expresses. Its manifest says so
+at the top (``"layout": "torch"``) and in each case's ``layout.framework`` (the name, the
+framework's class and options, its gate order in its own letters, every array in named
+dims). Each gradient is the oracle's converted exactly as :mod:`bptt_ref.layouts` does;
+the ``atol`` of an array gathered from several canonical ones (ONNX's ``B``, Keras' (2,
+3H) ``bias``) is the smallest of theirs. :func:`load` reads either kind.
 """
 
 from __future__ import annotations
@@ -241,6 +251,7 @@ def write(
     seed: int = 0,
     cells: Iterable[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    in_layout: str | None = None,
 ) -> dict[str, Any]:
     """Write the golden set to directory ``out`` and return its manifest.
 
@@ -249,10 +260,14 @@ def write(
     anything is written; the manifest goes last, so an interrupted run leaves no valid
     set. ``cells`` (default: every cell) keeps only those cells' cases, each with the
     name and seed it has in the whole set. ``progress(done, total)`` is called before
-    the first case and after each one.
+    the first case and after each one. ``in_layout`` (a name of
+    :data:`bptt_ref.layouts.LAYOUTS`) writes every array in that framework's layout and
+    keeps the cells it expresses (module docstring); the gradients are verified in the
+    canonical layout before they are converted.
 
     Raises:
-        ValueError: an unknown cell in ``cells``.
+        ValueError: an unknown cell in ``cells``, an unknown layout, or a cell in
+            ``cells`` that the layout cannot express.
         RuntimeError: the NumPy gradient and the oracle disagree on some case (a bug
             in this package: please report it with the message).
     """
@@ -265,6 +280,15 @@ def write(
     unknown = sorted(set(wanted) - set(CELLS))
     if unknown:
         raise ValueError(f"unknown cells {unknown}; expected some of {list(CELLS)}")
+    framework = None
+    if in_layout is not None:
+        from bptt_ref.layouts import layout_named
+
+        framework = layout_named(in_layout)
+        if cells is None:
+            wanted = [c for c in wanted if c in framework.cells]
+        for c in wanted:
+            framework.of(c)
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -289,13 +313,16 @@ def write(
                 details = "; ".join(str(v) for v in failed)
                 raise RuntimeError(f"{name} ({dtype}): NumPy and the oracle disagree: {details}")
             inputs = {**case.params, "xs": case.xs, "targets": case.targets}
-            arrays.update({f"{dtype}.{k}": v for k, v in inputs.items()})
-            arrays[f"{dtype}.loss"] = np.float64(ref.loss)
-            arrays.update({f"{dtype}.grad.{k}": ref.grads[k] for k in cell.grad_names})
+            grads = {k: ref.grads[k] for k in cell.grad_names}
             atol = {}
             for k in cell.grad_names:
                 scale, bound = scale_and_bound(ref, k)
                 atol[k] = bound * scale
+            if framework is not None:
+                inputs, grads, atol = _in_layout(framework, cell.name, inputs, grads, atol)
+            arrays.update({f"{dtype}.{k}": v for k, v in inputs.items()})
+            arrays[f"{dtype}.loss"] = np.float64(ref.loss)
+            arrays.update({f"{dtype}.grad.{k}": v for k, v in grads.items()})
             tolerances[dtype] = {"rtol": tolerance_for(dtype), "loss": ref.loss, "atol": atol}
         path = directory / f"{name}.npz"
         np.savez(path, **arrays)
@@ -307,7 +334,9 @@ def write(
                 **{k: spec[k] for k in ("cell", "hidden", "output", "loss", "regime", "style")},
                 "seed": seed + index,
                 "dims": spec["dims"],
-                "layout": layout(cell),
+                "layout": layout(cell)
+                if framework is None
+                else {**layout(cell), "framework": _framework(framework, cell.name)},
                 "shapes": {k: list(v.shape) for k, v in inputs.items()},
                 "dtypes": tolerances,
             }
@@ -318,6 +347,7 @@ def write(
         "format": "bptt-ref golden vectors",
         "format_version": FORMAT_VERSION,
         "bptt_ref_version": bptt_ref.__version__,
+        **({} if framework is None else {"layout": framework.name}),
         "model": (
             "the case's cell (layout.equations) maps x_t and h_{t-1} (and c_{t-1}) to h_t from "
             "h0 (and c0), t = 0 ... T-1; then z_t = h_t U^T + b_y, y_hat_t = f_y(z_t), "
@@ -347,6 +377,36 @@ def write(
     text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
     (directory / MANIFEST).write_text(text, encoding="utf-8")
     return manifest
+
+
+def _in_layout(
+    framework: Any,
+    cell: str,
+    inputs: dict[str, Any],
+    grads: dict[str, Any],
+    atol: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    """A case's inputs, gradients and tolerances in ``framework``'s layout (module docstring)."""
+    params = {k: v for k, v in inputs.items() if k not in DATA}
+    data = {k: framework.data(cell, inputs[k]) for k in DATA}
+    spread = {k: np.full(np.shape(grads[k]), v) for k, v in atol.items()}
+    tolerances = framework.grads_to_layout(cell, spread)
+    return (
+        {**framework.to_layout(cell, params), **data},
+        framework.grads_to_layout(cell, grads),
+        {k: float(np.min(v, initial=np.inf)) for k, v in tolerances.items()},
+    )
+
+
+def _framework(framework: Any, cell: str) -> dict[str, Any]:
+    """The ``layout.framework`` entry of a case written in a framework's layout."""
+    own = framework.of(cell)
+    return {
+        "name": framework.name,
+        "convention": own.convention,
+        "gates": ",".join(own.gates),
+        "named_shapes": {e.name: list(e.shape) for e in own.entries},
+    }
 
 
 def load(directory: str | Path) -> list[GoldenCase]:

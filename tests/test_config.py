@@ -15,7 +15,7 @@ from bptt_ref.config import DEFAULTS, model_of
 
 def _case() -> tuple[dict[str, Any], Any, Any]:
     rng = np.random.default_rng(0)
-    sizes = {"batch_size": 2, "input_size": 2, "hidden_size": 3, "output_size": 2}
+    sizes: dict[str, Any] = {"batch_size": 2, "input_size": 2, "hidden_size": 3, "output_size": 2}
     params = bptt_ref.random_params(rng, **sizes)
     return params, rng.standard_normal((4, 2, 2)), rng.standard_normal((4, 2, 2))
 

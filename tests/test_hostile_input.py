@@ -39,6 +39,7 @@ from bptt_ref.cli import main
 from bptt_ref.strategies import cases, configurations
 from bptt_ref.testing import CheckResult, ProtocolError, check_gradients
 
+
 @dataclass
 class Call:
     params: Any

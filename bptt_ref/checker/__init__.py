@@ -7,6 +7,8 @@
   (:func:`~bptt_ref.checker.search.check_gradients`).
 - :mod:`~bptt_ref.checker.hints`: probes that name a likely cause of a failure.
 - :mod:`~bptt_ref.checker.report`: the failure report, its reproducer and the results.
+- :mod:`~bptt_ref.checker.in_layout`: a check in a framework's layout (``layout=``): what
+  ``fn`` is given, how its return is judged, its canonical view for the hints.
 
 The public names are re-exported by :mod:`bptt_ref.testing`; import them from there.
 """

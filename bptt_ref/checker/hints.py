@@ -6,7 +6,9 @@ case, a missing sum over the batch, the loss's gradient. The vanilla RNN's hints
 of its δ_t = ∂L/∂a_t, W and V (and probe Σ_t δ_tᵀ h_t for the h_t-in-∂L/∂W mistake);
 the gated cells' hints probe their own mistakes: gate blocks read or written in another
 order, one of the two biases left without a gradient, the LSTM's c carry, the GRU's z
-and 1 − z.
+and 1 − z. Where a mistake is another framework's convention (a gate order, the side of
+the GRU's reset, a transposed recurrent kernel, z and 1 − z exchanged), the hint names
+both conventions, in the names of the layout checked (:mod:`bptt_ref.layouts`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bptt_ref.compare import KeyComparison, tolerance_for
 
 if TYPE_CHECKING:
     from bptt_ref.cases import Case
+    from bptt_ref.layouts import Layout
 
 Grads = Mapping[str, NDArray[Any]]
 
@@ -235,8 +238,33 @@ def _numpy_grads(case: Case, params: Grads) -> dict[str, NDArray[np.floating]]:
     return loss_and_grad(wide, xs, targets, cell=case.cell, **case.config)[1]
 
 
+def _order_of(cell: str, layout: Layout) -> tuple[str, ...]:
+    """The order in which ``layout`` stacks ``cell``'s gate blocks in one array, in the
+    cell's own letters; empty where each gate has arrays of its own (Flax)."""
+    w_ih = CELLS[cell].roles[0]
+    for entry in layout.of(cell).entries:
+        gates = tuple(p.gate for p in entry.pieces if p.key == w_ih and p.gate)
+        if len(gates) > 1:
+            return gates
+    return ()
+
+
+def _whose(cell: str, order: tuple[str, ...]) -> str:
+    """`` (the order of onnx)``: the layouts that stack ``cell``'s gates in ``order``."""
+    from bptt_ref.layouts import LAYOUTS
+
+    names = [n for n, lay in LAYOUTS.items() if cell in lay.cells and _order_of(cell, lay) == order]
+    return f" (the order of {', '.join(names)})" if names else ""
+
+
 def _gate_order(
-    case: Case, keys: tuple[str, ...], actual: Grads, expected: Grads, wrong: list[str], rtol: float
+    case: Case,
+    keys: tuple[str, ...],
+    actual: Grads,
+    expected: Grads,
+    wrong: list[str],
+    rtol: float,
+    layout: Layout | None = None,
 ) -> str | None:
     """The gate blocks of a gated cell in another order, written or read.
 
@@ -245,6 +273,9 @@ def _gate_order(
     reordered, and every other key right. A client that reads its weights' blocks in the
     order σ computes another model, the reference's at the blocks reordered back; its
     gradient is that model's, reordered. Each is named only when one order alone fits.
+    In a layout, whose blocks sit in its own order L, canonical block ``order[j]`` holds
+    layout block ``L.index(order[j])``, so the order the client reads its arrays in is
+    ``X[k] = σ[order.index(L[k])]``, named with the frameworks that stack their gates so.
     """
     order = CELLS[case.cell].gate_names
     if not order:
@@ -263,23 +294,97 @@ def _gate_order(
         model = _numpy_grads(case, _reblocked(case.params, stacked, G, back))
         if _near(actual, _reblocked(model, stacked, G, index), keys, rtol):
             read.append(sigma)
-    ours, layout = ", ".join(order), ", ".join(stacked)
+    own = order if layout is None else (_order_of(case.cell, layout) or order)
+
+    def theirs_of(sigma: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sigma[order.index(g)] for g in own)
+
+    ours = own
+    if layout is None:
+        names, holder = ", ".join(stacked), "this cell"
+    else:
+        names = ", ".join(
+            e.name
+            for e in layout.of(case.cell).entries
+            if any(p.gate is not None and p.key in stacked for p in e.pieces)
+        )
+        holder = f"layout {layout.name} ({layout.of(case.cell).convention})"
+    ours_text = ", ".join(ours)
     if len(written) == 1 and not read:
-        theirs = ", ".join(written[0])
+        theirs = ", ".join(theirs_of(written[0]))
         return (
             f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} the reference's with "
             f"the gate blocks in the order {theirs}, and the other keys are right: the "
-            f"forward pass reads the gates as {ours}, but the backward stacks the blocks of "
-            f"∂L/∂a_t as {theirs}; stack them {ours}, the order of {layout}"
+            f"forward pass reads the gates as {ours_text}, but the backward stacks the blocks of "
+            f"∂L/∂a_t as {theirs}; stack them {ours_text}, the order of {names}"
         )
     if len(read) == 1 and not written:
-        theirs = ", ".join(read[0])
+        theirs_order = theirs_of(read[0])
+        theirs = ", ".join(theirs_order)
+        mine = " (the PyTorch / cuDNN layout)" if layout is None else _whose(case.cell, ours)
         return (
             f"every returned key is the gradient of the {case.cell} that reads the gate blocks "
-            f"of {layout} in the order {theirs}: this cell stacks them {ours} (the PyTorch / "
-            "cuDNN layout)"
+            f"of {names} in the order {theirs}{_whose(case.cell, theirs_order)}: {holder} "
+            f"stacks them {ours_text}{mine}"
         )
     return None
+
+
+def _reset_side(case: Case, keys: tuple[str, ...], actual: Grads, rtol: float) -> str | None:
+    """The GRU with its reset on the other side of the recurrent product."""
+    sides = {
+        "gru": "after the recurrent product, r ⊙ (h_{t-1} W_hnᵀ + b_hn) (PyTorch, cuDNN, "
+        "Keras reset_after=True, ONNX linear_before_reset=1, Flax)",
+        "gru_reset_before": "before the recurrent product, (r ⊙ h_{t-1}) W_hnᵀ + b_hn (Cho et "
+        "al. 2014, Keras reset_after=False, ONNX linear_before_reset=0)",
+    }
+    if case.cell not in sides:
+        return None
+    (other,) = set(sides) - {case.cell}
+    model = _numpy_grads(replace(case, cell=other), case.params)
+    if not _near(actual, model, keys, rtol):
+        return None
+    return (
+        f"every returned key is the gradient of the GRU with the reset {sides[other]}: cell "
+        f"{case.cell} places it {sides[case.cell]}; check with --cell {other} if that is the "
+        "cell fn implements"
+    )
+
+
+def _transposed(
+    case: Case, keys: tuple[str, ...], actual: Grads, rtol: float, layout: Layout | None
+) -> str | None:
+    """Every H×H gate block of the recurrent weight used transposed (h W for h Wᵀ).
+
+    That cell is this one at the blocks transposed, and a client consistent with its own
+    forward pass returns that cell's gradient with the blocks transposed back.
+    """
+    spec = CELLS[case.cell]
+    w_hh, H = spec.roles[1], case.dims["H"]
+    if H < 2:
+        return None
+
+    def flipped(arrays: Grads) -> dict[str, Any]:
+        w = np.asarray(arrays[w_hh])
+        blocks = w.reshape(spec.gates, H, H).transpose(0, 2, 1)
+        return {**arrays, w_hh: blocks.reshape(w.shape)}
+
+    if not _near(actual, flipped(_numpy_grads(case, flipped(case.params))), keys, rtol):
+        return None
+    if layout is None:
+        name, held = w_hh, f"{w_hh} ({spec.gates * H if spec.gates > 1 else 'H'}, H) used as h Wᵀ"
+    else:
+        entry = next(
+            e for e in layout.of(case.cell).entries if any(p.key == w_hh for p in e.pieces)
+        )
+        used = "h K" if entry.axes is not None else "h Kᵀ"
+        name = entry.name
+        held = f"{name} {layout.shape_text(case.cell, name)} used as {used}"
+    return (
+        f"every returned key is the gradient of the {case.cell} that uses each H×H gate block "
+        f"of {name} transposed: this layout holds {held}; PyTorch and ONNX store the "
+        "recurrent weight (G·H, H) used as h Wᵀ, Keras, Flax and CS231n (H, G·H) used as h W"
+    )
 
 
 def _c_carry(keys: tuple[str, ...], wrong: list[str]) -> str | None:
@@ -334,8 +439,9 @@ def _z_swapped(case: Case, keys: tuple[str, ...], actual: Grads, rtol: float) ->
         return None
     return (
         "every returned key is the gradient of the GRU with z and 1 - z swapped, "
-        "h_t = z ⊙ n + (1 - z) ⊙ h_{t-1}: this cell, as PyTorch, cuDNN and ONNX write it, "
-        "keeps z ⊙ h_{t-1}: h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}"
+        "h_t = z ⊙ n + (1 - z) ⊙ h_{t-1} (the convention of Chung et al. 2014): this cell, "
+        "as PyTorch, cuDNN, Keras, ONNX and Flax write it, keeps z ⊙ h_{t-1}: "
+        "h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}"
     )
 
 
@@ -346,8 +452,13 @@ def hints(
     actual: Grads,
     verdicts: list[KeyComparison],
     target: str,
+    layout: Layout | None = None,
 ) -> list[str]:
-    """Likely causes, each stated only when the evidence on ``case`` singles it out."""
+    """Likely causes, each stated only when the evidence on ``case`` singles it out.
+
+    ``actual``, ``keys`` and ``verdicts`` are canonical; ``layout``, the layout ``fn``
+    was checked in, only names the arrays in the convention hints.
+    """
     from bptt_ref import jax_reference
 
     wrong = [v.key for v in verdicts if not v.ok]
@@ -392,6 +503,11 @@ def hints(
             )
             if wrong == ["W"]:
                 return found
+    convention = _reset_side(case, keys, actual, rtol) or _transposed(
+        case, keys, actual, rtol, layout
+    )
+    if convention is not None:
+        return [*found, convention]
     if not rnn:
         # Each names a mistake of the cell's own exactly; the generic probes would only
         # describe its symptoms (c0 alone zero reads as "a time step skipped").
@@ -399,7 +515,7 @@ def hints(
         cell_hint = (
             own
             or _one_bias(keys, actual, wrong)
-            or _gate_order(case, keys, actual, expected, wrong, rtol)
+            or _gate_order(case, keys, actual, expected, wrong, rtol, layout)
         )
         if cell_hint is not None:
             return [*found, cell_hint]

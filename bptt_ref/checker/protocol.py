@@ -20,6 +20,7 @@ from bptt_ref.compare import KeyComparison
 
 if TYPE_CHECKING:
     from bptt_ref.cases import Case
+    from bptt_ref.layouts import Layout
 
 GradFn = Callable[[dict[str, NDArray[Any]], NDArray[Any], NDArray[Any]], Mapping[str, Any]]
 """The protocol: ``fn(params, xs, targets) -> {key: gradient}``."""
@@ -58,17 +59,25 @@ def check_signature(fn: Callable[..., Any], target: str) -> None:
 
 
 def checked_output(
-    out: Any, case: Case, keys: tuple[str, ...] | None, target: str
+    out: Any,
+    case: Case,
+    keys: tuple[str, ...] | None,
+    target: str,
+    layout: Layout | None = None,
 ) -> tuple[tuple[str, ...], dict[str, NDArray[np.float64]]]:
     """``(keys, gradients as float64 arrays)`` of a return, after checking it.
 
     ``keys`` are those of the first return (``None`` before it): every later return must
-    have the same. The keys, shapes and names are those of ``case.cell``.
+    have the same. The keys, shapes and names are those of ``case.cell``, in ``layout``
+    when one is given (a Flax tree is flattened to its ``/`` paths).
     """
     where = f"on {case!r}"
-    cell = CELLS[case.cell]
-    every = cell.grad_names
+    every = CELLS[case.cell].grad_names if layout is None else layout.of(case.cell).grad_names
     of_cell = f"the gradient of L with respect to each, for cell {case.cell!r}"
+    if layout is not None:
+        of_cell += f" in layout {layout.name!r}"
+        if isinstance(out, Mapping):
+            out = layout.flatten(out)
     if not isinstance(out, Mapping):
         raise ProtocolError(
             f"{target} returned a {type(out).__name__} {where}; return a mapping from gradient "
@@ -102,7 +111,12 @@ def checked_output(
             f"{target} returned keys {list(keys)} on the first case but {list(returned)} "
             f"{where} ({changes}); return the same keys every time"
         )
-    inputs = {**case.params, "xs": case.xs}
+    if layout is None:
+        inputs = {**case.params, "xs": case.xs}
+    else:
+        from bptt_ref.checker.in_layout import inputs as in_layout
+
+        inputs = in_layout(case, layout)
     # float32 inputs may get a float64 answer (more accurate than needed); float64
     # inputs may not get float32, which would lose the precision being checked.
     allowed = [case.dtype] if case.dtype == np.float64 else [case.dtype, np.dtype(np.float64)]
@@ -110,7 +124,8 @@ def checked_output(
     need = " or ".join(str(d) for d in allowed)
     for k in returned:
         expected = inputs[k].shape
-        named = f"{shape_name(k, case.cell)} = {expected}"
+        spec = shape_name(k, case.cell) if layout is None else layout.shape_text(case.cell, k)
+        named = f"{spec} = {expected}"
         try:
             value = np.asarray(out[k])
         except Exception as exc:
@@ -137,26 +152,48 @@ def checked_output(
 
 
 def call(
-    fn: GradFn, case: Case, keys: tuple[str, ...] | None, target: str
+    fn: GradFn,
+    case: Case,
+    keys: tuple[str, ...] | None,
+    target: str,
+    layout: Layout | None = None,
 ) -> tuple[tuple[str, ...], dict[str, NDArray[np.float64]]]:
-    """Call ``fn`` on ``case`` and check what it returns (see :func:`checked_output`).
+    """Call ``fn`` on ``case`` and check what it returns (see :func:`checked_output`);
+    with a ``layout``, ``fn`` gets and returns arrays in it.
 
     Raises:
         Raised: ``fn`` raised, with its exception as the cause.
         ProtocolError: the return breaks the protocol.
     """
     # fn gets copies, so that an in-place update cannot change the case it is judged on.
-    params = {k: v.copy() for k, v in case.params.items()}
+    if layout is None:
+        args: tuple[Any, ...] = (
+            {k: v.copy() for k, v in case.params.items()},
+            case.xs.copy(),
+            case.targets.copy(),
+        )
+    else:
+        from bptt_ref.checker.in_layout import arguments
+
+        args = arguments(case, layout)
     try:
-        out = fn(params, case.xs.copy(), case.targets.copy())
+        out = fn(*args)
     except Exception as exc:
         raise Raised from exc
-    return checked_output(out, case, keys, target)
+    return checked_output(out, case, keys, target, layout)
 
 
-def judge(actual: Mapping[str, Any], case: Case, keys: tuple[str, ...]) -> list[KeyComparison]:
-    """The oracle's verdict on each of ``keys`` of ``actual`` for ``case``."""
+def judge(
+    actual: Mapping[str, Any], case: Case, keys: tuple[str, ...], layout: Layout | None = None
+) -> list[KeyComparison]:
+    """The oracle's verdict on each of ``keys`` of ``actual`` for ``case`` (keys of
+    ``layout`` when one is given)."""
     from bptt_ref import jax_reference
+
+    if layout is not None:
+        from bptt_ref.checker import in_layout
+
+        return in_layout.judge(actual, case, keys, layout)
 
     _, verdicts = jax_reference.judge(
         actual, case.params, case.xs, case.targets, keys=keys, cell=case.cell, **case.config

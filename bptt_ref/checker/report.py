@@ -15,6 +15,7 @@ from bptt_ref.compare import KeyComparison
 
 if TYPE_CHECKING:
     from bptt_ref.cases import Case
+    from bptt_ref.layouts import Layout
 
 STYLE_MEANING = {
     "normal": "standard normal inputs",
@@ -59,6 +60,7 @@ class Report:
     calls: int
     seconds: tuple[float, float]
     compiling: tuple[float, float]
+    layout: str | None = None
 
     @property
     def wrong_keys(self) -> list[str]:
@@ -74,7 +76,9 @@ class Report:
         lines = [
             f"{self.target} {what}",
             f"  configuration: cell={case.cell} hidden={case.hidden} output={case.output} "
-            f"loss={case.loss} dtype={case.dtype}; keys checked: {', '.join(self.keys)}",
+            f"loss={case.loss} dtype={case.dtype}"
+            + ("" if self.layout is None else f" layout={self.layout}")
+            + f"; keys checked: {', '.join(self.keys)}",
             f"  first failure after {self.examples} example(s) in "
             f"{time_split(self.seconds[0], self.compiling[0])};",
             f"  shrunk in {self.calls} calls of fn in "
@@ -87,17 +91,20 @@ class Report:
             lines += ["", "fn raised on this case:", *indent(self.error.rstrip())]
         else:
             right = [v.key for v in self.verdicts if v.ok]
+            # Layout keys (recurrent_kernel, cell/hi/kernel) are longer than W_ih.
+            width = max([4, *(len(v.key) for v in self.verdicts if not v.ok)])
             lines += [
                 "",
                 f"wrong keys: {', '.join(self.wrong_keys)}   (right: {', '.join(right) or 'none'})",
-                f"  {'key':<4} {'max abs err':>11} {'rel err':>9} {'bound':>9}  "
-                f"{'largest at':<12} {'actual':>12} {'expected':>12}",
+                f"  {'key':<{width}} {'max abs err':>11} {'rel err':>9} {'bound':>9}  "
+                f"{'largest at':<{width + 8}} {'actual':>12} {'expected':>12}",
             ]
             for v in self.verdicts:
                 if not v.ok:
                     lines.append(
-                        f"  {v.key:<4} {v.max_abs:>11.3g} {v.err:>9.3g} {v.bound:>9.3g}  "
-                        f"{v.key + str(list(v.index)):<12} {v.actual:>12.6g} {v.expected:>12.6g}"
+                        f"  {v.key:<{width}} {v.max_abs:>11.3g} {v.err:>9.3g} {v.bound:>9.3g}  "
+                        f"{v.key + str(list(v.index)):<{width + 8}} {v.actual:>12.6g} "
+                        f"{v.expected:>12.6g}"
                     )
         if self.hints:
             lines += ["", "hints:", *(f"  - {h}" for h in self.hints)]
@@ -166,14 +173,19 @@ def describe(fn: Callable[..., Any]) -> tuple[str, str]:
     return repr(fn), "fn = ...  # your gradient function"
 
 
-def save(case: Case, keys: tuple[str, ...], directory: Path, name: str) -> Path:
+def save(
+    case: Case, keys: tuple[str, ...], directory: Path, name: str, layout: Layout | None = None
+) -> Path:
     """Write the case, its cell and configuration and its reference gradients
-    (``expected_<key>``) as one ``bptt-ref-failure-<name>.npz`` in ``directory``."""
+    (``expected_<key>``, in ``layout`` when given, whose name is stored as ``layout``) as
+    one ``bptt-ref-failure-<name>.npz`` in ``directory``; the inputs stay canonical."""
     from bptt_ref import jax_reference
 
     _, expected = jax_reference.loss_and_grad(
         case.params, case.xs, case.targets, cell=case.cell, **case.config
     )
+    if layout is not None:
+        expected = layout.grads_to_layout(case.cell, expected)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"bptt-ref-failure-{name}.npz"
     arrays: dict[str, Any] = {
@@ -183,23 +195,41 @@ def save(case: Case, keys: tuple[str, ...], directory: Path, name: str) -> Path:
         **{f"expected_{k}": expected[k] for k in keys},
         "cell": np.str_(case.cell),
         **{k: np.str_(v) for k, v in case.config.items()},
+        **({} if layout is None else {"layout": np.str_(layout.name)}),
     }
     np.savez(path, **arrays)
     return path
 
 
-def snippet(binding: str, path: Path, keys: tuple[str, ...], cell: str) -> str:
-    """Python lines that reload the reproducer at ``path``, call ``fn`` and print each
-    key's largest error against the reference."""
+def snippet(
+    binding: str, path: Path, keys: tuple[str, ...], cell: str, layout: Layout | None = None
+) -> str:
+    """Python lines that reload the reproducer at ``path``, call ``fn`` (in ``layout``
+    when given) and print each key's largest error against the reference."""
     names = ", ".join(repr(k) for k in CELLS[cell].names)
+    load = [
+        # A with-block: an .npz left open is a ResourceWarning when it is collected.
+        f"with np.load({str(path)!r}) as case:",
+        f"    params = {{k: case[k] for k in ({names})}}",
+    ]
+    if layout is None:
+        call = ['    grads = fn(params, case["xs"], case["targets"])']
+    else:
+        load.insert(0, f"layout = layout_named({layout.name!r})")
+        call = [
+            f"    tree = layout.nest(layout.to_layout({cell!r}, params))",
+            f'    xs, targets = (layout.data({cell!r}, case[k]) for k in ("xs", "targets"))',
+            "    grads = layout.flatten(fn(tree, xs, targets))",
+        ]
+    head = ["import numpy as np"]
+    if layout is not None:
+        head.append("from bptt_ref.layouts import layout_named")
     return "\n".join(
         [
-            "import numpy as np",
+            *head,
             binding,
-            # A with-block: an .npz left open is a ResourceWarning when it is collected.
-            f"with np.load({str(path)!r}) as case:",
-            f"    params = {{k: case[k] for k in ({names})}}",
-            '    grads = fn(params, case["xs"], case["targets"])',
+            *load,
+            *call,
             f"    for k in {list(keys)!r}:",
             '        print(k, np.max(np.abs(grads[k] - case["expected_" + k])))',
         ]

@@ -21,6 +21,7 @@ from bptt_ref.checker.hints import hints
 from bptt_ref.checker.protocol import GradFn, Raised, call, check_signature, judge
 from bptt_ref.checker.report import CheckFailed, CheckResult, Report, describe, save, snippet
 from bptt_ref.compare import KeyComparison
+from bptt_ref.layouts import Layout, layout_named
 
 if TYPE_CHECKING:
     from bptt_ref.cases import Case
@@ -63,6 +64,7 @@ def check_gradients(
     name: str | None = None,
     binding: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    layout: str | None = None,
 ) -> CheckResult:
     """Run ``fn`` on Hypothesis-drawn cases and judge every returned key against the oracle.
 
@@ -93,6 +95,10 @@ def check_gradients(
             (the first case of a size compiles it), ``"shrinking"`` or ``"explaining the
             failure"`` (the probes behind the hints); ``examples`` counts the cases tried
             until the first failure, ``calls`` every call of ``fn``.
+        layout: a name of :data:`bptt_ref.layouts.LAYOUTS` (``"torch"``, ``"keras"``,
+            ...): ``fn`` receives the parameters, ``xs`` and ``targets`` in that layout
+            and returns gradients under its keys, which the report names;
+            ``None`` (the default) is bptt-ref's canonical layout.
 
     Returns:
         A :class:`CheckResult`; ``result.report`` is ``None`` exactly when every key
@@ -102,7 +108,8 @@ def check_gradients(
         ProtocolError: ``fn`` has the wrong signature, or returned a non-mapping,
             unknown, missing or inconsistent keys, an array of the wrong shape or dtype,
             or a value NumPy cannot read as an array.
-        ValueError: an unknown cell, an invalid configuration, dtype or bound.
+        ValueError: an unknown cell, an invalid configuration, dtype or bound, an
+            unknown layout or one that cannot express the cell.
     """
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as seeded
@@ -111,6 +118,9 @@ def check_gradients(
     from bptt_ref.strategies import cases
 
     check_names(hidden, output, loss, cell=cell_named(cell))
+    lay = None if layout is None else layout_named(layout)
+    if lay is not None:
+        lay.of(cell)
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype is {np.dtype(dtype)}; expected float32 or float64")
     for label, value in (("max_examples", max_examples), ("max_T", max_T), ("max_H", max_H)):
@@ -149,11 +159,11 @@ def check_gradients(
         tell("shrinking" if search.first_failure else "searching")
         search.calls += 1
         try:
-            search.keys, actual = call(fn, case, search.keys, target)
+            search.keys, actual = call(fn, case, search.keys, target, lay)
         except Raised:
             failed()
             raise
-        verdicts = judge(actual, case, search.keys)
+        verdicts = judge(actual, case, search.keys, lay)
         if all(v.ok for v in verdicts):
             if not search.first_failure:
                 for v in verdicts:
@@ -195,7 +205,7 @@ def check_gradients(
         keys = search.keys or ()
         stem = re.sub(r"[^\w.-]+", "-", target.rsplit(":", 1)[-1].rsplit("/", 1)[-1]).strip("-")
         directory = Path(tempfile.mkdtemp(prefix="bptt-ref-") if save_dir is None else save_dir)
-        path = save(case, keys, directory, stem or "fn")
+        path = save(case, keys, directory, stem or "fn", lay)
         raised = isinstance(error, Raised)
         report = Report(
             target=target,
@@ -203,17 +213,45 @@ def check_gradients(
             keys=keys,
             verdicts=[] if raised else search.verdicts,
             error="".join(traceback.format_exception(error.__cause__)) if raised else None,
-            hints=[] if raised else hints(fn, case, keys, search.actual, search.verdicts, target),
+            hints=[] if raised else _hints(fn, case, keys, search, target, lay),
             reproducer=path,
-            snippet=snippet(binding or default_binding, path, keys, cell),
+            snippet=snippet(binding or default_binding, path, keys, cell, lay),
             examples=search.examples_to_failure,
             calls=search.calls,
             seconds=(search.first_failure - search.started, done - search.first_failure),
             compiling=(search.compiling_to_failure, compiled - search.compiling_to_failure),
+            layout=layout,
         )
     return CheckResult(
         keys, search.examples_to_failure, search.worst, report, done - search.started, compiled
     )
+
+
+def _hints(
+    fn: GradFn, case: Case, keys: tuple[str, ...], search: _Search, target: str, lay: Layout | None
+) -> list[str]:
+    """The hints on the failing case; in a layout, probed on the canonical gradients its
+    return determines, through ``fn`` wrapped to take and give canonical arrays."""
+    if lay is None:
+        return hints(fn, case, keys, search.actual, search.verdicts, target)
+    from bptt_ref.checker import in_layout
+
+    ours, actual = in_layout.canonical(search.actual, case.cell, lay)
+    if not ours:
+        return []
+
+    def canonical_fn(params: Any, xs: Any, targets: Any) -> dict[str, Any]:
+        cell = case.cell
+        out = fn(lay.nest(lay.to_layout(cell, params)), lay.data(cell, xs), lay.data(cell, targets))
+        return lay.grads_from_layout(cell, lay.flatten(out))
+
+    verdicts = judge(actual, case, ours)
+    if all(v.ok for v in verdicts):
+        # The wrong arrays are ones the canonical view does not read (PyTorch's
+        # bias_hh_l0 of the rnn, which adds into b_h): its probes would describe a
+        # right gradient.
+        return []
+    return hints(canonical_fn, case, ours, actual, verdicts, target, layout=lay)
 
 
 def assert_bptt_gradients(
@@ -229,6 +267,7 @@ def assert_bptt_gradients(
     max_T: int = 16,
     max_H: int = 8,
     save_dir: str | Path | None = None,
+    layout: str | None = None,
 ) -> None:
     """Assert that ``fn`` computes the BPTT gradient, for use in a pytest suite.
 
@@ -254,6 +293,7 @@ def assert_bptt_gradients(
         max_T=max_T,
         max_H=max_H,
         save_dir=save_dir,
+        layout=layout,
     )
     if result.report is not None:
         raise CheckFailed(result.report)

@@ -1,0 +1,647 @@
+r"""The frameworks' layouts of each cell's arrays, and lossless conversions to and from them.
+
+bptt-ref's canonical layout is PyTorch's (:mod:`bptt_ref.cells`): ``W_ih`` (G·H, D),
+``W_hh`` (G·H, H), ``b_ih``, ``b_hh`` (G·H,) used as ``x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ +
+b_hh``, gate blocks of H rows stacked in the cell's order (LSTM i, f, g, o; GRU r, z, n),
+initial states ``h0`` (and ``c0``) (B, H), the head ``U`` (O, H), ``b_y`` (O,), and data
+``xs`` (T, B, D), ``targets`` (T, B, O), time-major. A :class:`Layout` names the same
+numbers as a framework holds them:
+
+========  ===================================================================================
+torch     ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` ``state_dict`` names: ``weight_ih_l0`` (G·H, D),
+          ``weight_hh_l0`` (G·H, H), ``bias_ih_l0``, ``bias_hh_l0`` (G·H,); gates as canonical;
+          ``h_0``, ``c_0`` (1, B, H) (``num_layers · num_directions`` = 1); the head an
+          ``nn.Linear`` ``fc.weight`` (O, H), ``fc.bias`` (O,); time-major.
+keras     ``kernel`` (D, G·H), ``recurrent_kernel`` (H, G·H) used as ``x W`` and ``h W``;
+          LSTM gates i, f, c, o (c is the candidate g), one ``bias`` (4H,); GRU gates z, r, h
+          (h is the candidate n), ``reset_after=True`` (``gru``): ``bias`` (2, 3H) = [input
+          bias; recurrent bias], ``reset_after=False`` (``gru_reset_before``): one ``bias``
+          (3H,); SimpleRNN (``rnn``): ``bias`` (H,); ``h0``, ``c0`` (B, H) (the
+          ``initial_state`` list [h, c]); the head a ``Dense``: ``dense/kernel`` (H, O),
+          ``dense/bias`` (O,); batch-major ``xs`` (B, T, D), ``targets`` (B, T, O).
+onnx      the ``LSTM`` / ``GRU`` / ``RNN`` operators: ``W`` (1, G·H, D), ``R`` (1, G·H, H),
+          ``B`` (1, 2·G·H) = [Wb, Rb], the leading axis being ``num_directions`` = 1; LSTM
+          gates i, o, f, c; GRU z, r, h with ``linear_before_reset=1`` (``gru``) or ``0``
+          (``gru_reset_before``); ``initial_h``, ``initial_c`` (1, B, H); the operators
+          have no output head, so it keeps the names ``U``, ``b_y``; time-major X. The
+          LSTM's peepholes ``P`` are left out: the canonical cell has none (P = 0).
+flax      ``OptimizedLSTMCell`` / ``LSTMCell``, ``GRUCell``, ``SimpleCell`` parameter trees
+          as nested dicts: LSTM ``{"cell": {"ii": {"kernel"}, "if", "ig", "io", "hi": {"kernel",
+          "bias"}, "hf", "hg", "ho"}}``, each kernel (D, H) or (H, H) used as ``x K``, only the
+          hidden side biased; GRU ``ir``, ``iz``, ``in`` (kernel, bias), ``hr``, ``hz``
+          (kernel), ``hn`` (kernel, bias), only the reset-after cell (``gru``); SimpleCell
+          ``i`` (kernel, bias), ``h`` (kernel); the carry ``{"carry": (c, h)}`` for the LSTM
+          and ``{"carry": h}`` otherwise; the head a ``Dense`` ``{"head": {"kernel" (H, O),
+          "bias"}}``; batch-major data (``nn.RNN``'s default). Flat keys are the paths
+          joined by ``/`` (``cell/hi/kernel``, ``carry/0``), as reports name them.
+cs231n    ``Wx`` (D, G·H), ``Wh`` (H, G·H), ``b`` (G·H,) used as ``x Wx + h Wh + b``; LSTM
+          gates i, f, o, g; ``h0`` (N, H) and ``c0`` (N, H) (cs231n's ``lstm_forward`` starts
+          from c = 0; ``c0`` is kept so that the cell is the canonical one); the head the
+          captioning model's ``W_vocab`` (H, O), ``b_vocab`` (O,); batch-major data
+          (N, T, D). It has no GRU.
+========  ===================================================================================
+
+**Fused and split biases.** Where a layout keeps one bias where the canonical cell adds
+two at the same place (Keras' LSTM and reset-before GRU, Flax's LSTM and its GRU's r and
+z gates, CS231n), layout → canonical puts it all in the bias of the side the framework
+biases (``b_ih``; ``b_hh`` for Flax's LSTM, which biases the hidden side) and sets the
+other to −0.0, and canonical → layout sums ``b_ih + b_hh`` (−0.0 is the one number whose addition is
+the identity to the bit, so layout → canonical → layout is). Both biases then enter
+only as their sum, so the fused bias's gradient equals each of theirs: canonical →
+layout takes ``∂L/∂b_ih``, layout → canonical gives it to both. Where a layout keeps two
+biases where the canonical cell has one (the rnn's ``b_h`` in PyTorch's and ONNX's
+``bias_ih`` + ``bias_hh``, ``Wb`` + ``Rb``), layout → canonical sums them and canonical
+→ layout puts ``b_h`` in the input-side one and −0.0 in the other; both get ``∂L/∂b_h``.
+A fused bias can only stand for two biases that enter as a sum: the reset-after GRU's
+candidate ``n = tanh(x W_inᵀ + b_in + r ⊙ (h W_hnᵀ + b_hn))`` has ``∂L/∂b_hn = Σ r ⊙
+∂L/∂a_n`` but ``∂L/∂b_in = Σ ∂L/∂a_n``, so no layout here fuses them (Keras keeps (2, 3H)
+with ``reset_after=True``, Flax biases ``hn`` apart from ``in``), and
+:class:`Layout` refuses a fused piece there.
+
+**Gradients.** A layout's gradient is ∂L/∂(its arrays) for the model it expresses, so
+every rearrangement (a gate permutation, a transpose, a leading axis, a split into per-gate
+kernels, batch-major ``xs``) converts a gradient exactly like its parameter; the biases
+follow the rules above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bptt_ref.cells import CELLS, dim_size
+
+__all__ = [
+    "LAYOUTS",
+    "CellLayout",
+    "Entry",
+    "Layout",
+    "Piece",
+    "layout_named",
+    "torch_cell_layout",
+    "torch_suffix",
+]
+
+Array = NDArray[Any]
+
+_SUMMED = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z"), "gru_reset_before": ("r", "z", "n")}
+"""The gates whose two biases enter only as their sum b_ih + b_hh, per gated cell."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One run of rows of a layout array, stacked along its first axis before the transpose.
+
+    Attributes:
+        key: the canonical array the rows come from (``None``: a layout-only bias that
+            the canonical cell folds into ``into``).
+        gate: the gate block (H rows: gate k is rows k·H … (k+1)·H − 1), or ``None`` for
+            the whole array.
+        also: a second canonical bias whose same block is summed into these rows.
+        into: with ``key=None``, the canonical bias (same ``gate``) these rows add into.
+    """
+
+    key: str | None
+    gate: str | None = None
+    also: str | None = None
+    into: str | None = None
+
+    @property
+    def source(self) -> str:
+        """The canonical array whose gradient these rows hold."""
+        source = self.key or self.into
+        assert source is not None
+        return source
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One array of a layout: its name, its shape in named dims, how it is assembled.
+
+    The array is ``concatenate(pieces, axis=0)``, then its axes permuted by ``axes``
+    (``(1, 0)``: a transposed kernel; ``(1, 0, 2)``: batch-major data), then reshaped to
+    ``shape`` (a literal ``"1"`` is ONNX's direction axis or PyTorch's layer axis).
+    """
+
+    name: str
+    shape: tuple[str, ...]
+    pieces: tuple[Piece, ...]
+    axes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CellLayout:
+    """One cell in one layout.
+
+    Attributes:
+        entries: every array, the initial states and the head included, in the order
+            messages list them; ``xs`` last (the data every gradient also answers for).
+        gates: the framework's order of the gate blocks, in its own letters (Keras'
+            ``("i", "f", "c", "o")``); empty for the rnn.
+        convention: the framework's class and options this is, in words.
+    """
+
+    entries: tuple[Entry, ...]
+    gates: tuple[str, ...]
+    convention: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The parameter names (flat keys), ``xs`` excluded."""
+        return tuple(e.name for e in self.entries if e.name != "xs")
+
+    @property
+    def grad_names(self) -> tuple[str, ...]:
+        """The keys of a gradient: every parameter and ``xs``."""
+        return tuple(e.name for e in self.entries)
+
+    def entry(self, name: str) -> Entry:
+        """The :class:`Entry` called ``name``."""
+        return next(e for e in self.entries if e.name == name)
+
+
+def shape_text(shape: tuple[str, ...]) -> str:
+    """A named shape as a tuple prints: ``"(D, 4H)"``, ``"(H,)"``."""
+    return f"({shape[0]},)" if len(shape) == 1 else f"({', '.join(shape)})"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A framework's names, shapes, gate orders and data orientation, per cell.
+
+    Attributes:
+        name: the ``layout`` argument (``"torch"``, ``"keras"``, ...).
+        cells: the cells it can express, by canonical cell name.
+        nested: whether the framework holds a tree (Flax): ``nest`` turns flat ``/``
+            paths into nested dicts (a level of keys ``"0"``, ``"1"``, … into a tuple).
+    """
+
+    name: str
+    cells: Mapping[str, CellLayout]
+    nested: bool = False
+
+    def __post_init__(self) -> None:
+        for cell, own in self.cells.items():
+            for entry in own.entries:
+                for piece in entry.pieces:
+                    if piece.also is not None and piece.gate not in _SUMMED.get(cell, ()):
+                        raise ValueError(
+                            f"layout {self.name!r}, cell {cell!r}: {entry.name} fuses "
+                            f"{piece.key} and {piece.also} at gate {piece.gate}, where they do "
+                            "not enter as a sum"
+                        )
+
+    def of(self, cell: str) -> CellLayout:
+        """The :class:`CellLayout` of ``cell``.
+
+        Raises:
+            ValueError: the layout cannot express ``cell``, naming those it can.
+        """
+        try:
+            return self.cells[cell]
+        except KeyError:
+            raise ValueError(
+                f"layout {self.name!r} cannot express cell {cell!r}; it expresses "
+                f"{', '.join(self.cells)}"
+            ) from None
+
+    # -- shapes ---------------------------------------------------------------------------
+
+    def dims(self, cell: str, arrays: Mapping[str, Any]) -> dict[str, int]:
+        """T, B, D, H, O read off ``arrays`` (flat layout keys), checking every shape.
+
+        Raises:
+            ValueError: an array whose shape disagrees with its named shape, naming the
+                array, its shape and what was expected.
+        """
+        own = self.of(cell)
+        return _read_dims({e.name: e.shape for e in own.entries}, arrays, f"{self.name} {cell}")
+
+    def shape_text(self, cell: str, key: str) -> str:
+        """The named shape of ``key``, as a tuple prints: ``"(D, 4H)"``."""
+        return shape_text(self.of(cell).entry(key).shape)
+
+    def shapes(self, cell: str, dims: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+        """Every array's concrete shape at ``dims``."""
+        return {e.name: _shape(e.shape, dims) for e in self.of(cell).entries}
+
+    def data(self, cell: str, array: Any) -> Array:
+        """``xs`` or ``targets`` (T, B, ·) → the layout's orientation, and back: batch-major
+        layouts swap the first two axes, which is its own inverse. A new array."""
+        axes = self.of(cell).entry("xs").axes
+        return np.array(np.asarray(array).transpose(axes) if axes is not None else array)
+
+    # -- conversions ----------------------------------------------------------------------
+
+    def to_layout(self, cell: str, params: Mapping[str, Any]) -> dict[str, Array]:
+        """Canonical parameters (and optionally ``xs``) → this layout's flat dict.
+
+        Every entry all of whose canonical sources are in ``params`` is returned, as a
+        new array of the input's dtype; fused biases are summed (module docstring).
+
+        Raises:
+            ValueError: an array of the wrong shape for ``cell``.
+        """
+        return self._assemble(cell, params, gradient=False)
+
+    def grads_to_layout(self, cell: str, grads: Mapping[str, Any]) -> dict[str, Array]:
+        """Canonical gradients → this layout's, like :meth:`to_layout` but a fused bias
+        takes ``∂L/∂b_ih`` (equal to ``∂L/∂b_hh`` where they enter as a sum) and a split
+        one ``∂L/∂b_h`` in both of its arrays."""
+        return self._assemble(cell, grads, gradient=True)
+
+    def from_layout(self, cell: str, arrays: Mapping[str, Any]) -> dict[str, Array]:
+        """This layout's flat dict → canonical parameters (and ``xs`` if given).
+
+        Every canonical array whose rows are all in ``arrays`` is returned; a fused bias
+        goes to ``b_ih`` with ``b_hh = −0.0``, a split one is summed (module docstring).
+
+        Raises:
+            ValueError: an array of the wrong shape (see :meth:`dims`).
+        """
+        return self._disassemble(cell, arrays, gradient=False)
+
+    def grads_from_layout(self, cell: str, grads: Mapping[str, Any]) -> dict[str, Array]:
+        """This layout's gradients → canonical, like :meth:`from_layout` but a fused
+        bias's gradient goes to both canonical biases and a split one's input-side
+        gradient is ``∂L/∂b_h``."""
+        return self._disassemble(cell, grads, gradient=True)
+
+    def _assemble(
+        self, cell: str, arrays: Mapping[str, Any], *, gradient: bool
+    ) -> dict[str, Array]:
+        spec = CELLS[cell]
+        dims = _read_dims(spec.shapes, arrays, f"canonical {cell}")
+        out = {}
+        for entry in self.of(cell).entries:
+            sources = {p.source for p in entry.pieces}
+            if not gradient:
+                sources |= {p.also for p in entry.pieces if p.also is not None}
+            if not sources <= set(arrays):
+                continue
+            segments = []
+            for p in entry.pieces:
+                block = np.asarray(arrays[p.source])[_rows(spec.gate_names, p.gate, dims)]
+                if p.key is None and not gradient:
+                    # A split bias: its value is the additive identity, to the bit.
+                    block = np.full_like(block, -0.0)
+                elif p.also is not None and not gradient:
+                    block = block + np.asarray(arrays[p.also])[_rows(spec.gate_names, p.gate, dims)]
+                segments.append(block)
+            value = np.concatenate(segments, axis=0)
+            if entry.axes is not None:
+                value = value.transpose(entry.axes)
+            out[entry.name] = value.reshape(_shape(entry.shape, dims))
+        return out
+
+    def _disassemble(
+        self, cell: str, arrays: Mapping[str, Any], *, gradient: bool
+    ) -> dict[str, Array]:
+        spec = CELLS[cell]
+        dims = self.dims(cell, arrays)
+        # Only the arrays whose dims are all known: without xs there is no T.
+        shapes = {
+            k: _shape(v, dims)
+            for k, v in spec.shapes.items()
+            if all(d.isdigit() or d[-1] in dims for d in v)
+        }
+        blocks: dict[str, dict[str | None, Array]] = {}
+        split: list[tuple[Piece, Array]] = []
+        for entry in self.of(cell).entries:
+            if entry.name not in arrays:
+                continue
+            rows = [shapes[p.source][0] // (spec.gates if p.gate else 1) for p in entry.pieces]
+            stacked = (sum(rows), *shapes[entry.pieces[0].source][1:])
+            value = np.asarray(arrays[entry.name])
+            if entry.axes is None:
+                value = value.reshape(stacked)
+            else:
+                value = value.reshape(tuple(stacked[i] for i in entry.axes))
+                value = value.transpose(np.argsort(entry.axes))
+            cuts = np.split(value, np.cumsum(rows)[:-1])
+            for p, segment in zip(entry.pieces, cuts, strict=True):
+                if p.key is None:
+                    split.append((p, segment))
+                    continue
+                blocks.setdefault(p.key, {})[p.gate] = segment
+                if p.also is not None:
+                    blocks.setdefault(p.also, {})[p.gate] = (
+                        segment if gradient else np.full_like(segment, -0.0)
+                    )
+        out = {}
+        for key, parts in blocks.items():
+            order: tuple[str | None, ...] = spec.gate_names if None not in parts else (None,)
+            if all(g in parts for g in order):
+                out[key] = np.concatenate([parts[g] for g in order], axis=0)
+        if not gradient:
+            for p, segment in split:
+                if p.source in out:
+                    at = _rows(spec.gate_names, p.gate, dims)
+                    out[p.source][at] = out[p.source][at] + segment
+        return out
+
+    def nest(self, flat: Mapping[str, Any]) -> Any:
+        """Flat ``/`` keys → the framework's tree (Flax); other layouts: a dict copy."""
+        if not self.nested:
+            return dict(flat)
+        tree: dict[str, Any] = {}
+        for path, value in flat.items():
+            *heads, last = path.split("/")
+            level = tree
+            for head in heads:
+                level = level.setdefault(head, {})
+            level[last] = value
+        return _tuples(tree)
+
+    def flatten(self, tree: Any) -> dict[str, Any]:
+        """The framework's tree → flat ``/`` keys (the inverse of :meth:`nest`).
+
+        Raises:
+            TypeError: ``tree`` is not a mapping (for Flax: of mappings, tuples and arrays).
+        """
+        if not isinstance(tree, Mapping):
+            raise TypeError(f"expected a mapping of arrays; got a {type(tree).__name__}")
+        if not self.nested:
+            return dict(tree)
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, Mapping):
+                items = [(str(k), v) for k, v in node.items()]
+            elif isinstance(node, (tuple, list)):
+                items = [(str(i), v) for i, v in enumerate(node)]
+            else:
+                flat[prefix] = node
+                return
+            for k, v in items:
+                walk(f"{prefix}/{k}" if prefix else k, v)
+
+        walk("", tree)
+        return flat
+
+
+def _tuples(node: Any) -> Any:
+    """A nested dict with each level keyed ``"0"``, ``"1"``, … turned into a tuple."""
+    if not isinstance(node, dict):
+        return node
+    node = {k: _tuples(v) for k, v in node.items()}
+    if node and sorted(node) == [str(i) for i in range(len(node))]:
+        return tuple(node[str(i)] for i in range(len(node)))
+    return node
+
+
+def _rows(order: tuple[str, ...], gate: str | None, dims: Mapping[str, int]) -> slice:
+    """The rows of gate block ``gate`` (all rows for ``None``)."""
+    if gate is None:
+        return slice(None)
+    k, H = order.index(gate), dims["H"]
+    return slice(k * H, (k + 1) * H)
+
+
+def _shape(spec: tuple[str, ...], dims: Mapping[str, int]) -> tuple[int, ...]:
+    return tuple(int(s) if s.isdigit() else dim_size(s, dims) for s in spec)
+
+
+def _read_dims(
+    specs: Mapping[str, tuple[str, ...]], arrays: Mapping[str, Any], what: str
+) -> dict[str, int]:
+    """The named dims read off those of ``arrays`` that ``specs`` names, every shape checked."""
+    dims: dict[str, int] = {}
+    for key, spec in specs.items():
+        if key in arrays:
+            shape = np.shape(arrays[key])
+            for s, size in zip(spec, shape, strict=False):
+                if not s.isdigit():
+                    factor = int(s[:-1]) if s[:-1] else 1
+                    dims.setdefault(s[-1], size // factor)
+    for key, spec in specs.items():
+        if key in arrays:
+            shape = np.shape(arrays[key])
+            expected = _shape(spec, dims) if len(shape) == len(spec) else None
+            if shape != expected:
+                named = ", ".join(f"{k}={v}" for k, v in dims.items())
+                raise ValueError(
+                    f"{what}: {key} has shape {shape}; expected {shape_text(spec)}"
+                    + (f" = {expected} (from {named})" if expected is not None else "")
+                )
+    return dims
+
+
+# -- the layouts ---------------------------------------------------------------------------
+
+
+def _gated(key: str, gates: tuple[str, ...], also: str | None = None) -> tuple[Piece, ...]:
+    return tuple(Piece(key, g, also) for g in gates)
+
+
+_XS_TIME = Entry("xs", ("T", "B", "D"), (Piece("xs"),))
+_XS_BATCH = Entry("xs", ("B", "T", "D"), (Piece("xs"),), (1, 0, 2))
+_T = (1, 0)
+
+
+def torch_suffix(layer: int = 0, reverse: bool = False) -> str:
+    """PyTorch's ``state_dict`` suffix of layer ``layer`` and one direction: ``_l0``,
+    ``_l1_reverse``. Its initial states stack every (layer, direction) along axis 0 at
+    index ``layer · num_directions + direction``."""
+    return f"_l{layer}" + ("_reverse" if reverse else "")
+
+
+def torch_cell_layout(cell: str, suffix: str = torch_suffix()) -> CellLayout:
+    """``cell`` as one (layer, direction) of ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``: its
+    ``state_dict`` keys end in ``suffix`` (:func:`torch_suffix`); the initial states are
+    the (1, B, H) slice of PyTorch's (num_layers · num_directions, B, H)."""
+    spec = CELLS[cell]
+    rows = f"{spec.gates}H" if spec.gates > 1 else "H"
+    w_ih, w_hh, b_ih, b_hh = spec.roles
+    order = spec.gate_names
+    bias_hh = (Piece(None, into=b_ih),) if b_hh is None else _gated(b_hh, order) or (Piece(b_hh),)
+    states = {"h0": "h_0", "c0": "c_0"}
+    return CellLayout(
+        entries=(
+            Entry(f"weight_ih{suffix}", (rows, "D"), _gated(w_ih, order) or (Piece(w_ih),)),
+            Entry(f"weight_hh{suffix}", (rows, "H"), _gated(w_hh, order) or (Piece(w_hh),)),
+            Entry(f"bias_ih{suffix}", (rows,), _gated(b_ih, order) or (Piece(b_ih),)),
+            Entry(f"bias_hh{suffix}", (rows,), bias_hh),
+            *(Entry(states[k], ("1", "B", "H"), (Piece(k),)) for k in spec.states),
+            Entry("fc.weight", ("O", "H"), (Piece("U"),)),
+            Entry("fc.bias", ("O",), (Piece("b_y"),)),
+            _XS_TIME,
+        ),
+        gates=order,
+        convention={
+            "rnn": "torch.nn.RNN (bias_hh_l0 and bias_ih_l0 sum to b_h)",
+            "lstm": "torch.nn.LSTM",
+            "gru": "torch.nn.GRU",
+        }.get(cell, ""),
+    )
+
+
+def _keras(cell: str) -> CellLayout:
+    spec = CELLS[cell]
+    gates = {"lstm": ("i", "f", "g", "o"), "gru": ("z", "r", "n")}.get(cell, ("z", "r", "n"))
+    if cell == "rnn":
+        weights: tuple[Entry, ...] = (
+            Entry("kernel", ("D", "H"), (Piece("V"),), _T),
+            Entry("recurrent_kernel", ("H", "H"), (Piece("W"),), _T),
+            Entry("bias", ("H",), (Piece("b_h"),)),
+        )
+    else:
+        G = f"{spec.gates}H"
+        fused = cell != "gru"
+        bias = (
+            Entry("bias", (G,), _gated("b_ih", gates, also="b_hh"))
+            if fused
+            else Entry("bias", ("2", G), (*_gated("b_ih", gates), *_gated("b_hh", gates)))
+        )
+        weights = (
+            Entry("kernel", ("D", G), _gated("W_ih", gates), _T),
+            Entry("recurrent_kernel", ("H", G), _gated("W_hh", gates), _T),
+            bias,
+        )
+    return CellLayout(
+        entries=(
+            *weights,
+            *(Entry(k, ("B", "H"), (Piece(k),)) for k in spec.states),
+            Entry("dense/kernel", ("H", "O"), (Piece("U"),), _T),
+            Entry("dense/bias", ("O",), (Piece("b_y"),)),
+            _XS_BATCH,
+        ),
+        gates={"lstm": ("i", "f", "c", "o"), "rnn": ()}.get(cell, ("z", "r", "h")),
+        convention={
+            "rnn": "keras.layers.SimpleRNN",
+            "lstm": "keras.layers.LSTM",
+            "gru": "keras.layers.GRU(reset_after=True)",
+            "gru_reset_before": "keras.layers.GRU(reset_after=False)",
+        }[cell],
+    )
+
+
+def _onnx(cell: str) -> CellLayout:
+    spec = CELLS[cell]
+    gates = {"lstm": ("i", "o", "f", "g"), "rnn": ()}.get(cell, ("z", "r", "n"))
+    w_ih, w_hh, b_ih, b_hh = spec.roles
+    G = f"{spec.gates}H" if spec.gates > 1 else "H"
+    recurrent_bias = (Piece(None, into=b_ih),) if b_hh is None else _gated(b_hh, gates)
+    states = {"h0": "initial_h", "c0": "initial_c"}
+    return CellLayout(
+        entries=(
+            Entry("W", ("1", G, "D"), _gated(w_ih, gates) or (Piece(w_ih),)),
+            Entry("R", ("1", G, "H"), _gated(w_hh, gates) or (Piece(w_hh),)),
+            Entry(
+                "B",
+                ("1", f"{2 * spec.gates}H"),
+                (*(_gated(b_ih, gates) or (Piece(b_ih),)), *recurrent_bias),
+            ),
+            *(Entry(states[k], ("1", "B", "H"), (Piece(k),)) for k in spec.states),
+            Entry("U", ("O", "H"), (Piece("U"),)),
+            Entry("b_y", ("O",), (Piece("b_y"),)),
+            _XS_TIME,
+        ),
+        gates={"lstm": ("i", "o", "f", "c"), "rnn": ()}.get(cell, ("z", "r", "h")),
+        convention={
+            "rnn": "ONNX RNN (B = [Wb, Rb], summing to b_h)",
+            "lstm": "ONNX LSTM without peepholes",
+            "gru": "ONNX GRU(linear_before_reset=1)",
+            "gru_reset_before": "ONNX GRU(linear_before_reset=0)",
+        }[cell],
+    )
+
+
+def _flax(cell: str) -> CellLayout:
+    spec = CELLS[cell]
+    states: tuple[Entry, ...]
+    if cell == "lstm":
+        kernels = tuple(
+            Entry(f"cell/{side}{g}/kernel", (dim, "H"), (Piece(key, g),), _T)
+            for side, key, dim in (("i", "W_ih", "D"), ("h", "W_hh", "H"))
+            for g in spec.gate_names
+        )
+        biases = tuple(
+            Entry(f"cell/h{g}/bias", ("H",), (Piece("b_hh", g, also="b_ih"),))
+            for g in spec.gate_names
+        )
+        states = (
+            Entry("carry/0", ("B", "H"), (Piece("c0"),)),
+            Entry("carry/1", ("B", "H"), (Piece("h0"),)),
+        )
+        convention = "flax.linen.OptimizedLSTMCell (and LSTMCell), carry (c, h)"
+    elif cell == "gru":
+        kernels = tuple(
+            Entry(f"cell/{side}{g}/kernel", (dim, "H"), (Piece(key, g),), _T)
+            for side, key, dim in (("i", "W_ih", "D"), ("h", "W_hh", "H"))
+            for g in spec.gate_names
+        )
+        biases = (
+            Entry("cell/ir/bias", ("H",), (Piece("b_ih", "r", also="b_hh"),)),
+            Entry("cell/iz/bias", ("H",), (Piece("b_ih", "z", also="b_hh"),)),
+            Entry("cell/in/bias", ("H",), (Piece("b_ih", "n"),)),
+            Entry("cell/hn/bias", ("H",), (Piece("b_hh", "n"),)),
+        )
+        states = (Entry("carry", ("B", "H"), (Piece("h0"),)),)
+        convention = "flax.linen.GRUCell"
+    else:
+        kernels = (
+            Entry("cell/i/kernel", ("D", "H"), (Piece("V"),), _T),
+            Entry("cell/h/kernel", ("H", "H"), (Piece("W"),), _T),
+        )
+        biases = (Entry("cell/i/bias", ("H",), (Piece("b_h"),)),)
+        states = (Entry("carry", ("B", "H"), (Piece("h0"),)),)
+        convention = "flax.linen.SimpleCell"
+    return CellLayout(
+        entries=(
+            *kernels,
+            *biases,
+            *states,
+            Entry("head/kernel", ("H", "O"), (Piece("U"),), _T),
+            Entry("head/bias", ("O",), (Piece("b_y"),)),
+            _XS_BATCH,
+        ),
+        gates=spec.gate_names,
+        convention=convention,
+    )
+
+
+def _cs231n(cell: str) -> CellLayout:
+    spec = CELLS[cell]
+    gates = ("i", "f", "o", "g") if cell == "lstm" else ()
+    G = "4H" if cell == "lstm" else "H"
+    w_ih, w_hh, b_ih, b_hh = spec.roles
+    return CellLayout(
+        entries=(
+            Entry("Wx", ("D", G), _gated(w_ih, gates) or (Piece(w_ih),), _T),
+            Entry("Wh", ("H", G), _gated(w_hh, gates) or (Piece(w_hh),), _T),
+            Entry("b", (G,), _gated(b_ih, gates, also=b_hh) or (Piece(b_ih),)),
+            *(Entry(k, ("B", "H"), (Piece(k),)) for k in spec.states),
+            Entry("W_vocab", ("H", "O"), (Piece("U"),), _T),
+            Entry("b_vocab", ("O",), (Piece("b_y"),)),
+            _XS_BATCH,
+        ),
+        gates=gates,
+        convention="cs231n " + ("lstm_forward (c0 = 0 there)" if cell == "lstm" else "rnn_forward"),
+    )
+
+
+LAYOUTS: dict[str, Layout] = {
+    "torch": Layout("torch", {c: torch_cell_layout(c) for c in ("rnn", "lstm", "gru")}),
+    "keras": Layout("keras", {c: _keras(c) for c in CELLS}),
+    "onnx": Layout("onnx", {c: _onnx(c) for c in CELLS}),
+    "flax": Layout("flax", {c: _flax(c) for c in ("rnn", "lstm", "gru")}, nested=True),
+    "cs231n": Layout("cs231n", {c: _cs231n(c) for c in ("rnn", "lstm")}),
+}
+"""Every layout by name; ``"canonical"`` (:func:`layout_named`) is bptt-ref's own."""
+
+
+def layout_named(name: str) -> Layout:
+    """The :class:`Layout` called ``name``.
+
+    Raises:
+        ValueError: an unknown name, listing the known ones.
+    """
+    try:
+        return LAYOUTS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown layout {name!r}; expected one of {list(LAYOUTS)}") from None

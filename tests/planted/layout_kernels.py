@@ -1,0 +1,208 @@
+"""Kernels written for a framework's layout, right and mixed up, for ``--layout`` checks.
+
+The LSTM and GRU ones are the hand-written NumPy BPTT of :mod:`planted.lstm` and
+:mod:`planted.gru` (which read the weights' gate blocks in any order), renamed and
+reshaped by hand to the framework's arrays, so they do not lean on bptt_ref.layouts.
+Each mixed-up kernel is a right kernel of one convention handed the arrays of another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+import bptt_ref
+from planted import gru, lstm
+
+Array = NDArray[Any]
+
+
+def _onnx_lstm(params: dict[str, Array], xs: Array, targets: Array, names: dict[str, str]) -> Any:
+    """ONNX's LSTM (gates i, o, f, c; W (1, 4H, D), R (1, 4H, H), B (1, 8H), initial
+    states (1, B, H)) under the keys ``names`` gives for W, R, B, initial_h, initial_c."""
+    H = params[names["initial_h"]].shape[-1]
+    B = params[names["B"]][0]
+    canonical = {
+        "W_ih": params[names["W"]][0],
+        "W_hh": params[names["R"]][0],
+        "b_ih": B[: 4 * H],
+        "b_hh": B[4 * H :],
+        "h0": params[names["initial_h"]][0],
+        "c0": params[names["initial_c"]][0],
+        "U": params[names["U"]],
+        "b_y": params[names["b_y"]],
+    }
+    g = lstm._bptt(canonical, xs, targets, order="iofg")
+    return {
+        names["W"]: g["W_ih"][None],
+        names["R"]: g["W_hh"][None],
+        names["B"]: np.concatenate([g["b_ih"], g["b_hh"]])[None],
+        names["initial_h"]: g["h0"][None],
+        names["initial_c"]: g["c0"][None],
+        names["U"]: g["U"],
+        names["b_y"]: g["b_y"],
+        "xs": g["xs"],
+    }
+
+
+_ONNX = {k: k for k in ("W", "R", "B", "initial_h", "initial_c", "U", "b_y")}
+_TORCH = {
+    "W": "weight_ih_l0",
+    "R": "weight_hh_l0",
+    "initial_h": "h_0",
+    "initial_c": "c_0",
+    "U": "fc.weight",
+    "b_y": "fc.bias",
+}
+
+
+def onnx_lstm(params: dict[str, Array], xs: Array, targets: Array) -> Any:
+    """A right ONNX LSTM kernel (check it with ``--layout onnx``)."""
+    return _onnx_lstm(params, xs, targets, _ONNX)
+
+
+def onnx_lstm_in_torch_names(params: dict[str, Array], xs: Array, targets: Array) -> Any:
+    """The ONNX kernel ported to PyTorch's state_dict by renaming alone: it still reads the
+    gate blocks i, o, f, c, where ``nn.LSTM`` stacks i, f, g, o."""
+    fused = {**params, "B": np.concatenate([params["bias_ih_l0"], params["bias_hh_l0"]])[None]}
+    fused = {k: v[None] if k in ("weight_ih_l0", "weight_hh_l0") else v for k, v in fused.items()}
+    out = _onnx_lstm(fused, xs, targets, {**_TORCH, "B": "B"})
+    H = params["h_0"].shape[-1]
+    bias = out.pop("B")[0]
+    out["weight_ih_l0"], out["weight_hh_l0"] = out["weight_ih_l0"][0], out["weight_hh_l0"][0]
+    return {**out, "bias_ih_l0": bias[: 4 * H], "bias_hh_l0": bias[4 * H :]}
+
+
+def _keras_gru(
+    params: dict[str, Array], xs: Array, targets: Array, *, order: str, swap: bool = False
+) -> dict[str, Array]:
+    """Keras' GRU(reset_after=True) arrays, batch-major data, gate blocks read in ``order``."""
+    canonical = {
+        "W_ih": params["kernel"].T,
+        "W_hh": params["recurrent_kernel"].T,
+        "b_ih": params["bias"][0],
+        "b_hh": params["bias"][1],
+        "h0": params["h0"],
+        "U": params["dense/kernel"].T,
+        "b_y": params["dense/bias"],
+    }
+    g = gru._bptt(canonical, xs.swapaxes(0, 1), targets.swapaxes(0, 1), order=order, swap=swap)
+    return {
+        "kernel": g["W_ih"].T,
+        "recurrent_kernel": g["W_hh"].T,
+        "bias": np.stack([g["b_ih"], g["b_hh"]]),
+        "h0": g["h0"],
+        "dense/kernel": g["U"].T,
+        "dense/bias": g["b_y"],
+        "xs": g["xs"].swapaxes(0, 1),
+    }
+
+
+def keras_gru(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
+    """A right Keras GRU kernel (gates z, r, h)."""
+    return _keras_gru(params, xs, targets, order="zrn")
+
+
+def torch_gru_in_keras_names(params: dict[str, Array], xs: Array, targets: Array) -> Any:
+    """PyTorch's gate order r, z, n on Keras' arrays, stacked z, r, h: r and z swapped."""
+    return _keras_gru(params, xs, targets, order="rzn")
+
+
+def keras_gru_z_swapped(params: dict[str, Array], xs: Array, targets: Array) -> Any:
+    """Keras' arrays, h_t = z ⊙ n + (1 − z) ⊙ h_{t−1}: z and 1 − z exchanged."""
+    return _keras_gru(params, xs, targets, order="zrn", swap=True)
+
+
+def keras_rnn_transposed(params: dict[str, Array], xs: Array, targets: Array) -> Any:
+    """A Keras SimpleRNN kernel (x K + h R + b) that uses h Rᵀ, PyTorch's habit."""
+    canonical = {
+        "V": params["kernel"].T,
+        "W": params["recurrent_kernel"],
+        "b_h": params["bias"],
+        "h0": params["h0"],
+        "U": params["dense/kernel"].T,
+        "b_y": params["dense/bias"],
+    }
+    _, g = bptt_ref.loss_and_grad(canonical, xs.swapaxes(0, 1), targets.swapaxes(0, 1))
+    return {
+        "kernel": g["V"].T,
+        "recurrent_kernel": g["W"],
+        "bias": g["b_h"],
+        "h0": g["h0"],
+        "dense/kernel": g["U"].T,
+        "dense/bias": g["b_y"],
+        "xs": g["xs"].swapaxes(0, 1),
+    }
+
+
+def onnx_gru_reset_before(params: dict[str, Array], xs: Array, targets: Array) -> Any:
+    """ONNX's GRU with linear_before_reset=0 (reset before the product): gates z, r, h
+    reordered by hand to bptt-ref's r, z, n, then bptt-ref's reset-before GRU."""
+    H = params["initial_h"].shape[-1]
+
+    def rzn(a: Array) -> Array:  # z, r, n blocks → r, z, n
+        return np.concatenate([a[H : 2 * H], a[:H], a[2 * H :]])
+
+    B = params["B"][0]
+    canonical = {
+        "W_ih": rzn(params["W"][0]),
+        "W_hh": rzn(params["R"][0]),
+        "b_ih": rzn(B[: 3 * H]),
+        "b_hh": rzn(B[3 * H :]),
+        "h0": params["initial_h"][0],
+        "U": params["U"],
+        "b_y": params["b_y"],
+    }
+    _, g = bptt_ref.loss_and_grad(canonical, xs, targets, cell="gru_reset_before")
+    return {
+        "W": rzn(g["W_ih"])[None],
+        "R": rzn(g["W_hh"])[None],
+        "B": np.concatenate([rzn(g["b_ih"]), rzn(g["b_hh"])])[None],
+        "initial_h": g["h0"][None],
+        "U": g["U"],
+        "b_y": g["b_y"],
+        "xs": g["xs"],
+    }
+
+
+def flax_lstm_tree(tree: dict[str, Any], xs: Array, targets: Array) -> Any:
+    """Flax's OptimizedLSTMCell tree in, the gradient tree out (through bptt-ref's own
+    reference and converters: this client tests the plumbing of trees, not the math)."""
+    from bptt_ref.layouts import LAYOUTS
+
+    flax = LAYOUTS["flax"]
+    assert isinstance(tree["carry"], tuple), "the carry is the tuple (c, h)"
+    assert tree["cell"]["hi"]["bias"].shape == (tree["carry"][1].shape[1],)
+    assert "bias" not in tree["cell"]["ii"], "only the hidden side is biased"
+    flat = flax.flatten(tree)
+    canonical = flax.from_layout("lstm", {**flat, "xs": xs})
+    data = canonical.pop("xs")
+    _, grads = bptt_ref.loss_and_grad(canonical, data, flax.data("lstm", targets), cell="lstm")
+    return flax.nest(flax.grads_to_layout("lstm", grads))
+
+
+def torch_rnn_bias_hh_without_gradient(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """``nn.RNN``'s arrays (renamed by hand); ``bias_hh_l0``'s gradient left at zero,
+    though it adds into the same pre-activation as ``bias_ih_l0``."""
+    canonical = {
+        "V": params["weight_ih_l0"],
+        "W": params["weight_hh_l0"],
+        "b_h": params["bias_ih_l0"] + params["bias_hh_l0"],
+        "h0": params["h_0"][0],
+        "U": params["fc.weight"],
+        "b_y": params["fc.bias"],
+    }
+    _, g = bptt_ref.loss_and_grad(canonical, xs, targets)
+    return {
+        "weight_ih_l0": g["V"],
+        "weight_hh_l0": g["W"],
+        "bias_ih_l0": g["b_h"],
+        "bias_hh_l0": np.zeros_like(g["b_h"]),
+        "h_0": g["h0"][None],
+        "fc.weight": g["U"],
+        "fc.bias": g["b_y"],
+    }
