@@ -189,7 +189,7 @@ def backward(
         delta = np.empty_like(fw.a)
         delta[...] = HIDDEN[fw.hidden].df(fw.a, fw.h)
         h_bar = np.zeros((B, H), fw.a.dtype)
-        for t in range(T - 1, -1, -1):
+        for t in reversed(range(T)):
             h_bar = h_bar + dh[t]
             delta[t] *= h_bar
             through = delta[t] @ W
