@@ -268,7 +268,7 @@ def _backward(
     """The gradients of :func:`loss_and_grad` from its forward pass; overwrites ``fw.joint``."""
     with _small_ufunc_buffers():
         U, V, W = p["U"], p["V"], p["W"]
-        T, B, D = x.shape
+        T, B, _ = x.shape
         H, O = W.shape[0], U.shape[0]
         states, joint = fw.states, fw.joint
         g = fw.z

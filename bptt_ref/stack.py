@@ -106,7 +106,7 @@ class Config(NamedTuple):
                 out[self.key(w, k, d)] = tuple(wide if k and e == "D" else e for e in spec)
         out["U"] = ("O", wide)
         out["b_y"] = ("O",)
-        out.update({s: (STATE_ROWS, "B", "H") for s in self.states})
+        out.update(dict.fromkeys(self.states, (STATE_ROWS, "B", "H")))
         return {**out, **DATA}
 
 

@@ -13,7 +13,6 @@ from bptt_ref import _rnn
 from bptt_ref._activations import HIDDEN
 from bptt_ref.cells._spec import Cell
 
-
 CELL = Cell(
     name="rnn",
     equations="a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h\nh_t = f_h(a_t)",

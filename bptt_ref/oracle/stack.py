@@ -102,7 +102,10 @@ def _network(
     z = x @ arrays["U"].T + arrays["b_y"][None, None, :]
 
     def head(z_t: jax.Array, y_t: jax.Array) -> jax.Array:
-        return lax.switch(head_index, head_fns, z_t, y_t, jnp.broadcast_to(out_valid, z_t.shape))
+        per_row: jax.Array = lax.switch(
+            head_index, head_fns, z_t, y_t, jnp.broadcast_to(out_valid, z_t.shape)
+        )
+        return per_row
 
     per_row = jax.vmap(head)(z, targets)
     return jnp.sum(jnp.where(time_valid[:, None] & row_valid[None, :], per_row, 0.0))
