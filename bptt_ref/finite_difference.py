@@ -23,9 +23,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref._model import loss_value
+from bptt_ref import stack
 from bptt_ref._validate import check_inputs, check_names
-from bptt_ref.cells import Cell, cell_named
+from bptt_ref.cells import Cell
 
 __all__ = ["Estimate", "directional_derivative", "directional_estimate", "random_direction"]
 
@@ -89,6 +89,8 @@ def directional_estimate(
     output: str = "identity",
     loss: str = "mse",
     method: Literal["central", "complex"] = "complex",
+    num_layers: int = 1,
+    bidirectional: bool = False,
 ) -> Estimate:
     """``⟨∇L(θ), u⟩`` by differencing the forward pass, in float64 (or complex128), with
     an estimate of its truncation error: 0 for the complex step (exact to rounding), and
@@ -102,13 +104,20 @@ def directional_estimate(
             and ``xs``), each of its input's shape.
         method: ``"central"`` differences or ``"complex"`` step (see module docstring).
         cell, hidden, output, loss: the model, as for :func:`bptt_ref.loss_and_grad`.
+        num_layers, bidirectional: a stacked network (:mod:`bptt_ref.stack`), whose
+            parameters and direction keys are :func:`bptt_ref.stack.names`; by default
+            the single cell.
     """
-    spec = cell_named(cell)
+    config = stack.configure(cell, num_layers, bidirectional)
+    spec = config.cell
     check_names(hidden, output, loss, cell=spec)
-    p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
+    if config.single:
+        p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
+    else:
+        p, x, y = stack._check(config, params, xs, targets, loss)
     assert y is not None
     theta = {**p, "xs": x}
-    keys = spec.grad_names
+    keys = (*stack.names(spec, num_layers=num_layers, bidirectional=bidirectional), "xs")
     missing = sorted(set(keys) - set(direction))
     if missing:
         raise ValueError(f"direction is missing keys {missing}; expected {', '.join(keys)}")
@@ -120,7 +129,7 @@ def directional_estimate(
     def at(step: complex, dtype: type[np.inexact[Any]]) -> Any:
         moved = {k: theta[k].astype(dtype) + step * u[k] for k in keys}
         xs_moved = moved.pop("xs")
-        return loss_value(moved, xs_moved, y.astype(np.float64), spec, hidden, output, loss)
+        return stack.loss_value(config, moved, xs_moved, y.astype(np.float64), hidden, output, loss)
 
     if method == "complex":
         return Estimate(float(np.imag(at(1j * COMPLEX_STEP, np.complex128)) / COMPLEX_STEP), 0.0)
