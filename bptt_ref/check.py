@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
                 max_T=args.max_T,
                 max_H=args.max_H,
                 save_dir=args.save_dir,
+                num_layers=args.layers,
+                bidirectional=args.bidirectional,
                 name=args.target,
                 binding=binding,
                 progress=show,
@@ -152,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         f"cell={args.cell} hidden={args.hidden} output={args.output} loss={args.loss} "
         f"dtype={args.dtype}"
     )
+    if (args.layers, args.bidirectional) != (1, False):
+        config += f" num_layers={args.layers} bidirectional={args.bidirectional}"
     if result.report is not None:
         console.print(f"FAIL {result.report}", markup=False, soft_wrap=True)
         return MISMATCH
@@ -225,5 +229,18 @@ def add_parser(commands: Any) -> None:
         "--save-dir",
         default=None,
         help="where the failing case's .npz goes (default: a new temporary directory)",
+    )
+    check.add_argument(
+        "--layers",
+        type=int,
+        default=1,
+        help="num_layers of a stacked network (PyTorch's semantics, no dropout); fn receives "
+        "W_ih_l0, W_ih_l1, ... as bptt_ref.stack.names lists them (default 1: the single cell)",
+    )
+    check.add_argument(
+        "--bidirectional",
+        action="store_true",
+        help="a bidirectional network: fn also receives the *_reverse weights; h0 (and c0) "
+        "are (layers·2, B, H), row layer·2 + direction",
     )
     check.set_defaults(run=run)

@@ -1,9 +1,10 @@
 """The protocol a checked gradient function follows, for each cell.
 
 ``fn(params, xs, targets) -> {key: gradient}`` receives the parameters of the cell
-(``CELLS[cell].names``) and returns a non-empty subset of ``CELLS[cell].grad_names``,
-each array of its input's shape. This module checks the signature and every return,
-calls ``fn`` on copies of a case, and asks the oracle for its verdicts.
+(``CELLS[cell].names``; of a stacked network, :func:`bptt_ref.stack.names`) and returns a
+non-empty subset of them and ``xs``, each array of its input's shape. This module checks
+the signature and every return, calls ``fn`` on copies of a case, and asks the oracle for
+its verdicts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bptt_ref import stack
 from bptt_ref.cells import CELLS
 from bptt_ref.compare import KeyComparison
 
@@ -33,9 +35,14 @@ class Raised(Exception):
     """``fn`` raised; the original exception is the ``__cause__``."""
 
 
-def shape_name(key: str, cell: str) -> str:
-    """The shape of ``key`` in named dims, as a tuple prints: ``"(4H, D)"``, ``"(H,)"``."""
-    spec = CELLS[cell].shapes[key]
+def shape_name(key: str, cell: str, num_layers: int = 1, bidirectional: bool = False) -> str:
+    """The shape of ``key`` in named dims, as a tuple prints: ``"(4H, D)"``, ``"(H,)"``;
+    ``num_layers`` and ``bidirectional`` name a stacked network's (:mod:`bptt_ref.stack`)."""
+    spec = (
+        CELLS[cell].shapes
+        if (num_layers, bidirectional) == (1, False)
+        else stack.configure(cell, num_layers, bidirectional).shapes()
+    )[key]
     return f"({spec[0]},)" if len(spec) == 1 else f"({', '.join(spec)})"
 
 
@@ -66,9 +73,10 @@ def checked_output(
     have the same. The keys, shapes and names are those of ``case.cell``.
     """
     where = f"on {case!r}"
-    cell = CELLS[case.cell]
-    every = cell.grad_names
+    every = (*stack.names(case.cell, **case.network), "xs")
     of_cell = f"the gradient of L with respect to each, for cell {case.cell!r}"
+    if case.stacked:
+        of_cell += f" with num_layers={case.num_layers}, bidirectional={case.bidirectional}"
     if not isinstance(out, Mapping):
         raise ProtocolError(
             f"{target} returned a {type(out).__name__} {where}; return a mapping from gradient "
@@ -110,7 +118,7 @@ def checked_output(
     need = " or ".join(str(d) for d in allowed)
     for k in returned:
         expected = inputs[k].shape
-        named = f"{shape_name(k, case.cell)} = {expected}"
+        named = f"{shape_name(k, case.cell, **case.network)} = {expected}"
         try:
             value = np.asarray(out[k])
         except Exception as exc:
@@ -158,6 +166,20 @@ def judge(actual: Mapping[str, Any], case: Case, keys: tuple[str, ...]) -> list[
     """The oracle's verdict on each of ``keys`` of ``actual`` for ``case``."""
     from bptt_ref import jax_reference
 
+    if case.stacked:
+        from bptt_ref.oracle import stack as stack_oracle
+
+        _, verdicts = stack_oracle.judge(
+            actual,
+            case.params,
+            case.xs,
+            case.targets,
+            keys=keys,
+            cell=case.cell,
+            **case.network,
+            **case.config,
+        )
+        return verdicts
     _, verdicts = jax_reference.judge(
         actual, case.params, case.xs, case.targets, keys=keys, cell=case.cell, **case.config
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bptt_ref.cells import CELLS
+from bptt_ref import stack
 from bptt_ref.compare import KeyComparison
 
 if TYPE_CHECKING:
@@ -74,7 +74,13 @@ class Report:
         lines = [
             f"{self.target} {what}",
             f"  configuration: cell={case.cell} hidden={case.hidden} output={case.output} "
-            f"loss={case.loss} dtype={case.dtype}; keys checked: {', '.join(self.keys)}",
+            f"loss={case.loss} dtype={case.dtype}"
+            + (
+                f" num_layers={case.num_layers} bidirectional={case.bidirectional}"
+                if case.stacked
+                else ""
+            )
+            + f"; keys checked: {', '.join(self.keys)}",
             f"  first failure after {self.examples} example(s) in "
             f"{time_split(self.seconds[0], self.compiling[0])};",
             f"  shrunk in {self.calls} calls of fn in "
@@ -170,10 +176,16 @@ def save(case: Case, keys: tuple[str, ...], directory: Path, name: str) -> Path:
     """Write the case, its cell and configuration and its reference gradients
     (``expected_<key>``) as one ``bptt-ref-failure-<name>.npz`` in ``directory``."""
     from bptt_ref import jax_reference
+    from bptt_ref.oracle import stack as stack_oracle
 
-    _, expected = jax_reference.loss_and_grad(
-        case.params, case.xs, case.targets, cell=case.cell, **case.config
-    )
+    if case.stacked:
+        _, expected = stack_oracle.loss_and_grad(
+            case.params, case.xs, case.targets, cell=case.cell, **case.network, **case.config
+        )
+    else:
+        _, expected = jax_reference.loss_and_grad(
+            case.params, case.xs, case.targets, cell=case.cell, **case.config
+        )
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"bptt-ref-failure-{name}.npz"
     arrays: dict[str, Any] = {
@@ -183,15 +195,25 @@ def save(case: Case, keys: tuple[str, ...], directory: Path, name: str) -> Path:
         **{f"expected_{k}": expected[k] for k in keys},
         "cell": np.str_(case.cell),
         **{k: np.str_(v) for k, v in case.config.items()},
+        **({k: np.asarray(v) for k, v in case.network.items()} if case.stacked else {}),
     }
     np.savez(path, **arrays)
     return path
 
 
-def snippet(binding: str, path: Path, keys: tuple[str, ...], cell: str) -> str:
+def snippet(
+    binding: str,
+    path: Path,
+    keys: tuple[str, ...],
+    cell: str,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+) -> str:
     """Python lines that reload the reproducer at ``path``, call ``fn`` and print each
-    key's largest error against the reference."""
-    names = ", ".join(repr(k) for k in CELLS[cell].names)
+    key's largest error against the reference (``num_layers``, ``bidirectional``: a
+    stacked network's keys, :func:`bptt_ref.stack.names`)."""
+    every = stack.names(cell, num_layers=num_layers, bidirectional=bidirectional)
+    names = ", ".join(repr(k) for k in every)
     return "\n".join(
         [
             "import numpy as np",
