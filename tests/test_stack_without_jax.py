@@ -219,7 +219,7 @@ def test_inputs_are_never_modified() -> None:
 
 def test_bad_keys_shapes_and_arguments_are_named() -> None:
     case = _case("lstm", 2, True)
-    config = {"cell": "lstm", "num_layers": 2, "bidirectional": True}
+    config: dict[str, Any] = {"cell": "lstm", "num_layers": 2, "bidirectional": True}
     params = {k: v for k, v in case.params.items() if k != "W_hh_l1_reverse"}
     with pytest.raises(ValueError, match=r"missing keys \['W_hh_l1_reverse'\]"):
         stack.loss_and_grad(params, case.xs, case.targets, **config)
@@ -232,7 +232,7 @@ def test_bad_keys_shapes_and_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="num_layers is 0"):
         stack.loss_and_grad(case.params, case.xs, case.targets, cell="lstm", num_layers=0)
     with pytest.raises(TypeError, match="bidirectional is 1"):
-        stack.loss_and_grad(case.params, case.xs, case.targets, cell="lstm", bidirectional=1)
+        stack.loss_and_grad(case.params, case.xs, case.targets, cell="lstm", bidirectional=1)  # type: ignore[arg-type]
     single = _case("lstm", 1, False)
     with pytest.raises(ValueError, match="missing keys"):
         stack.loss_and_grad(single.params, single.xs, single.targets, **config)
