@@ -63,6 +63,8 @@ def directional_derivative(
     output: str = "identity",
     loss: str = "mse",
     method: Literal["central", "complex"] = "complex",
+    num_layers: int = 1,
+    bidirectional: bool = False,
 ) -> float:
     """``⟨∇L(θ), u⟩`` by differencing the forward pass: :func:`directional_estimate`'s value."""
     return directional_estimate(
@@ -75,6 +77,8 @@ def directional_derivative(
         hidden=hidden,
         output=output,
         loss=loss,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
     ).value
 
 
