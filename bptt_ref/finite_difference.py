@@ -118,7 +118,7 @@ def directional_estimate(
     if config.single:
         p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
     else:
-        p, x, y = stack._check(config, params, xs, targets, loss)
+        p, x, y = stack.check_inputs(config, params, xs, targets, loss)
     assert y is not None
     theta = {**p, "xs": x}
     keys = (*stack.names(spec, num_layers=num_layers, bidirectional=bidirectional), "xs")

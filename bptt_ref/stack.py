@@ -94,6 +94,13 @@ class Config(NamedTuple):
         """Every (layer, direction), bottom layer first, forward before reverse."""
         return [(k, d) for k in range(self.num_layers) for d in range(self.dirs)]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every parameter key, as :func:`names` lists them."""
+        if self.single:
+            return self.cell.names
+        return tuple(k for k in self.shapes() if k not in DATA)
+
     def shapes(self) -> dict[str, tuple[str, ...]]:
         """Every parameter and data array in named dims, in the order of :func:`names`."""
         if self.single:
@@ -135,30 +142,30 @@ def names(
     (``W_ih_l0, W_hh_l0, b_ih_l0, b_hh_l0, W_ih_l0_reverse, …``), then ``U``, ``b_y`` and
     the initial states. The single cell's :attr:`~bptt_ref.cells.Cell.names` for L = 1
     and ``bidirectional=False``."""
-    config = configure(cell, num_layers, bidirectional)
-    if config.single:
-        return config.cell.names
-    return tuple(k for k in config.shapes() if k not in DATA)
+    return configure(cell, num_layers, bidirectional).names
 
 
 def _size(entry: str, dims: Mapping[str, int]) -> int:
     return dims[entry] if entry in dims else dim_size(entry, dims)
 
 
-def _check(
+def check_inputs(
     config: Config,
     params: Mapping[str, Any],
     xs: Any,
     targets: Any,
     loss: str | None,
 ) -> tuple[dict[str, NDArray[np.floating]], NDArray[np.floating], NDArray[np.floating] | None]:
-    """``(params, xs, targets)`` as C-contiguous arrays, every key, dtype and shape checked.
+    """``(params, xs, targets)`` of a stacked network (``config`` not single) as C-contiguous
+    arrays, every key, dtype, shape and value checked as :func:`bptt_ref.loss_and_grad`
+    checks a single cell's (``targets`` may be ``None``; ``loss`` names the loss whose
+    target domain applies). Arrays already C-contiguous are returned as they are.
 
     H is read off the layer-0 forward ``hidden_from`` weight, O off ``targets`` (or ``U``
     without targets); T, B, D off ``xs``.
     """
     shapes = config.shapes()
-    keys = [k for k in shapes if k not in DATA]
+    keys = config.names
     what = (
         f"cell {config.cell.name!r} with num_layers={config.num_layers}, "
         f"bidirectional={config.bidirectional}"
@@ -329,15 +336,12 @@ def loss_and_grad(
             params, xs, targets, cell=config.cell, hidden=hidden, output=output, loss=loss
         )
     check_names(hidden, output, loss, cell=config.cell)
-    p, x, y = _check(config, params, xs, targets, loss)
+    p, x, y = check_inputs(config, params, xs, targets, loss)
     assert y is not None
     run = _run(config, p, x, hidden)
     value, d_top, head = _model.head_backward(p, run.top, y, output, loss)
     grads = {**_backward(config, p, run, d_top), **head}
-    return value, {
-        k: grads[k]
-        for k in (*names(config.cell, num_layers=num_layers, bidirectional=bidirectional), "xs")
-    }
+    return value, {k: grads[k] for k in (*config.names, "xs")}
 
 
 def forward(
@@ -360,7 +364,7 @@ def forward(
     if config.single:
         return _model.forward(params, xs, cell=config.cell, hidden=hidden, output=output)
     check_names(hidden, output, cell=config.cell)
-    p, x, _ = _check(config, params, xs, None, None)
+    p, x, _ = check_inputs(config, params, xs, None, None)
     top = _run(config, p, x, hidden).top
     z, y_hat = _model._head(p, top, output)
     return _model.Trace(a=None, h=top, z=z, y_hat=y_hat)
@@ -437,7 +441,4 @@ def random_params(
     out["U"] = rng.standard_normal((output_size, width)) / np.sqrt(width)
     out["b_y"] = 0.1 * rng.standard_normal(output_size)
     out.update({s: np.stack(rows) for s, rows in states.items()})
-    return {
-        k: out[k].astype(dtype)
-        for k in names(config.cell, num_layers=num_layers, bidirectional=bidirectional)
-    }
+    return {k: out[k].astype(dtype) for k in config.names}

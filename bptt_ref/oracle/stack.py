@@ -161,7 +161,7 @@ def reference(
             noise=noise,
         )
     check_names(hidden, output, loss, cell=config.cell)
-    p, x, y = stack._check(config, params, xs, targets, loss)
+    p, x, y = stack.check_inputs(config, params, xs, targets, loss)
     assert y is not None
     real = {**p, "xs": x}
     T, B, D = x.shape
