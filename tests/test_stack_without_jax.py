@@ -318,3 +318,33 @@ def test_unplanted_stack_source_passes(cell: str) -> None:
     module = mutant("import numpy as np", "import numpy as np")
     assert not _fails("complex", module, cell)
     assert not _fails("semantics", module, cell)
+
+
+@pytest.mark.parametrize("hidden", ["tanh", "softplus", "identity"])
+def test_rnn_head_free_backward_holds_rows_under_a_freeze_mask(hidden: str) -> None:
+    # The rnn's backward from dh (bptt_ref._rnn.backward), which its layers use, against
+    # the complex step of its own forward pass, with rows held as the LSTM's tests hold them.
+    from bptt_ref import _rnn
+
+    rng = np.random.default_rng(3)
+    T, B, D, H = 5, 3, 2, 4
+    own = {
+        k: v
+        for k, v in _rnn.init(
+            rng, batch_size=B, input_size=D, hidden_size=H, output_size=1, spectral_radius=1.0
+        ).items()
+        if k in ("V", "W", "b_h", "h0")
+    }
+    xs, w = rng.standard_normal((T, B, D)), rng.standard_normal((T, B, H))
+    live = np.array([[1, 1, 1], [1, 1, 0], [1, 0, 1], [1, 0, 1], [1, 0, 0]], dtype=bool)
+    grads = _rnn.backward(own, xs, _rnn.forward(own, xs, live, hidden), w, live)
+    theta = {**own, "xs": xs}
+    u = {k: rng.standard_normal(v.shape) for k, v in theta.items()}
+    moved = {k: v + 1e-20j * u[k] for k, v in theta.items()}
+    x_moved = moved.pop("xs")
+    numeric = float(np.imag(np.sum(w * _rnn.forward(moved, x_moved, live, hidden).h))) / 1e-20
+    err = directional_error(grads, u, numeric)
+    assert err <= DIRECTIONAL_TOLERANCES["complex"].rtol, err
+    # A held row's state is its previous one, so the mask is seen at all.
+    h = _rnn.forward(own, xs, live, hidden).h
+    np.testing.assert_array_equal(h[1, 2], h[0, 2])
