@@ -247,8 +247,8 @@ def _verify(args: argparse.Namespace) -> int:
         console.print(f"FAIL {failure}", markup=False)
     verdict = "all agree" if not failures else f"{len(failures)} comparisons failed"
     console.print(
-        f"{len(cases)} cases ({len(rows)} configurations x dtypes, cells {', '.join(cells)}) "
-        f"and {len(stacks)} of stacked networks: {verdict}",
+        f"{len(cases)} cases and {len(stacks)} of stacked networks ({len(rows)} configurations "
+        f"x dtypes, cells {', '.join(cells)}): {verdict}",
         markup=False,
     )
     return 1 if failures else 0

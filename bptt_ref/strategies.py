@@ -24,6 +24,7 @@ from bptt_ref.cases import INPUT_STYLES as INPUT_STYLES
 from bptt_ref.cases import REGIMES as REGIMES
 from bptt_ref.cases import Case as Case
 from bptt_ref.cases import Config as Config
+from bptt_ref.cases import Network as Network
 from bptt_ref.cases import make_case as make_case
 from bptt_ref.cells import CELLS
 
@@ -34,6 +35,7 @@ __all__ = [
     "REGIMES",
     "Case",
     "Config",
+    "Network",
     "cases",
     "configurations",
     "make_case",
