@@ -5,7 +5,7 @@ A case's name is ``<index>-<cell>-<hidden>-<output>-<loss>-T<T>-<regime>-<style>
 e.g. ``081-lstm-tanh-identity-mse-T5-near_critical-normal``; ``<index>`` (three digits)
 orders the set and is unique. A stacked or bidirectional network (:mod:`bptt_ref.stack`)
 adds ``-L<num_layers>`` and ``-bidirectional`` where it is, e.g.
-``165-gru-tanh-identity-mse-T5-near_critical-normal-L2-bidirectional``. Each ``.npz``
+``149-gru-tanh-identity-mse-T5-near_critical-normal-L2-bidirectional``. Each ``.npz``
 holds, for ``<dt>`` in ``float64`` and ``float32``:
 
 - ``<dt>.<key>`` for every parameter of the case's cell, then ``<dt>.xs`` (T, B, D) and
