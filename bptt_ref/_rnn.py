@@ -83,35 +83,135 @@ def _run(
     ``h_t = h_{t-1}`` (the "freeze" mask of :mod:`bptt_ref.truncation`).
     """
     with _small_ufunc_buffers():
-        U, V, W, b_h, b_y, h0 = (params[k] for k in ("U", "V", "W", "b_h", "b_y", "h0"))
-        T, B, D = xs.shape
-        H, O = W.shape[0], U.shape[0]
-        f = HIDDEN[hidden].f
+        U, b_y = params["U"], params["b_y"]
+        T, B, _ = xs.shape
+        H, O = params["W"].shape[0], U.shape[0]
         dtype = np.result_type(xs, *params.values())
         states = np.empty((T + 1, B, H), dtype)
         joint = np.empty((T + 1, B, H + O), dtype)
         a, z = _views(joint, H)
-        # Only the recurrent product is sequential: project all T·B inputs in one product.
-        # a and z are strided views whose (T, B) dims merge, so these reshapes are views too.
-        np.matmul(xs.reshape(T * B, D), V.T, out=a.reshape(T * B, H))
-        a += b_h
-        states[0] = h0
-        # OpenBLAS multiplies by a contiguous Wᵀ faster than by the transposed view of W
-        # (float32, B = 32, H = 128: 0.9 against 1.6 ms for 100 steps).
-        W_T = np.ascontiguousarray(W.T)
-        # A ufunc (tanh) writes h_t in place; the other activations return a new array.
-        f_into = f if isinstance(f, np.ufunc) else lambda a_t, out: np.copyto(out, f(a_t))
-        if live is None:
-            for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
-                a_t += h_prev @ W_T
-                f_into(a_t, out=h_t)
-        else:
-            for a_t, h_prev, h_t, keep in zip(a, states[:-1], states[1:], live, strict=True):
-                a_t += h_prev @ W_T
-                h_t[...] = np.where(keep[:, None], f(a_t), h_prev)
+        _recur(params, xs, hidden, live, states, a)
         np.matmul(states[1:].reshape(T * B, H), U.T, out=z.reshape(T * B, O))
         z += b_y
         return _Pass(states, joint, OUTPUT[output].f(z))
+
+
+def _recur(
+    params: Mapping[str, Array],
+    xs: Array,
+    hidden: str,
+    live: NDArray[np.bool_] | None,
+    states: Array,
+    a: Array,
+) -> None:
+    """Fill ``a`` (T, B, H) with a_t and ``states`` (T + 1, B, H) with h0, h_0 … h_{T−1}."""
+    V, W, b_h, h0 = (params[k] for k in ("V", "W", "b_h", "h0"))
+    T, B, D = xs.shape
+    H = W.shape[0]
+    f = HIDDEN[hidden].f
+    # Only the recurrent product is sequential: project all T·B inputs in one product.
+    # a and z are strided views whose (T, B) dims merge, so these reshapes are views too.
+    np.matmul(xs.reshape(T * B, D), V.T, out=a.reshape(T * B, H))
+    a += b_h
+    states[0] = h0
+    # OpenBLAS multiplies by a contiguous Wᵀ faster than by the transposed view of W
+    # (float32, B = 32, H = 128: 0.9 against 1.6 ms for 100 steps).
+    W_T = np.ascontiguousarray(W.T)
+    # A ufunc (tanh) writes h_t in place; the other activations return a new array.
+    f_into = f if isinstance(f, np.ufunc) else lambda a_t, out: np.copyto(out, f(a_t))
+    if live is None:
+        for a_t, h_prev, h_t in zip(a, states[:-1], states[1:], strict=True):
+            a_t += h_prev @ W_T
+            f_into(a_t, out=h_t)
+    else:
+        for a_t, h_prev, h_t, keep in zip(a, states[:-1], states[1:], live, strict=True):
+            a_t += h_prev @ W_T
+            h_t[...] = np.where(keep[:, None], f(a_t), h_prev)
+
+
+class RecurrentPass(NamedTuple):
+    """The RNN's forward pass without the head, for :func:`backward`.
+
+    ``states`` (T + 1, B, H) holds ``h0`` and h_0 … h_{T−1}; ``a`` (T, B, H) the
+    pre-activations a_t; ``hidden`` the name of ``f_h`` they went through.
+    """
+
+    states: Array
+    a: Array
+    hidden: str
+
+    @property
+    def h(self) -> Array:
+        """Hidden states h_t, shape (T, B, H), a view of ``states``."""
+        return self.states[1:]
+
+
+def forward(
+    params: Mapping[str, Array], xs: Array, live: NDArray[np.bool_] | None, hidden: str
+) -> RecurrentPass:
+    """The recurrence alone, without checks: ``a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h``,
+    ``h_t = f_h(a_t)`` for ``params`` ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``h0``
+    (B, H) and ``xs`` (T, B, D); ``live`` (T, B) holds a row's state where False."""
+    with _small_ufunc_buffers():
+        T, B, _ = xs.shape
+        H = params["W"].shape[0]
+        dtype = np.result_type(xs, *(params[k] for k in ("V", "W", "b_h", "h0")))
+        states = np.empty((T + 1, B, H), dtype)
+        a = np.empty((T, B, H), dtype)
+        _recur(params, xs, hidden, live, states, a)
+        return RecurrentPass(states, a, hidden)
+
+
+def backward(
+    params: Mapping[str, Array],
+    xs: Array,
+    fw: RecurrentPass,
+    dh: Array,
+    live: NDArray[np.bool_] | None = None,
+) -> dict[str, Array]:
+    r"""The gradient for every parameter of the recurrence and ``xs``, given ``dh`` (T, B, H).
+
+    ``dh`` is the direct cotangent ∂L/∂h_t of whatever reads h_t (a head, a layer above);
+    with :math:`ar h_t = dh_t + \delta_{t+1} W` (:math:`\delta_T = 0`):
+
+    .. math::
+        \delta_t = ar h_t \odot f_h'(a_t),\quad
+        \partial L/\partial \mathrm{h0} = \delta_0 W,
+
+    and ``V``, ``W``, ``b_h``, ``xs`` as in :func:`fused_loss_and_grad`. Where row b is
+    held at step t (``live[t, b]`` False), δ_{t,b} = 0 and ar h passes to step t−1
+    unchanged. Does not modify ``fw``.
+    """
+    with _small_ufunc_buffers():
+        T, B, _ = xs.shape
+        H = fw.states.shape[-1]
+        W = params["W"]
+        delta = np.empty_like(fw.a)
+        delta[...] = HIDDEN[fw.hidden].df(fw.a, fw.h)
+        h_bar = np.zeros((B, H), fw.a.dtype)
+        for t in reversed(range(T)):
+            h_bar = h_bar + dh[t]
+            delta[t] *= h_bar
+            through = delta[t] @ W
+            if live is not None:
+                held = ~live[t]
+                delta[t][held] = 0
+                through[held] = h_bar[held]
+            h_bar = through
+        return {**_recurrence_grads(delta, fw.states, xs, params["V"]), "h0": h_bar}
+
+
+def _recurrence_grads(delta: Array, states: Array, x: Array, V: Array) -> dict[str, Array]:
+    """``V``, ``W``, ``b_h``, ``xs`` from δ (T, B, H): each one product over all T·B rows."""
+    T, B, D = x.shape
+    H = states.shape[-1]
+    rows_h = delta.reshape(T * B, H)
+    return {
+        "V": rows_h.T @ x.reshape(T * B, D),
+        "W": rows_h.T @ states[:-1].reshape(T * B, H),
+        "b_h": rows_h.sum(axis=0),
+        "xs": (rows_h @ V).reshape(T, B, D),
+    }
 
 
 def fused_loss_and_grad(
@@ -168,7 +268,7 @@ def _backward(
     """The gradients of :func:`loss_and_grad` from its forward pass; overwrites ``fw.joint``."""
     with _small_ufunc_buffers():
         U, V, W = p["U"], p["V"], p["W"]
-        T, B, D = x.shape
+        T, B, _ = x.shape
         H, O = W.shape[0], U.shape[0]
         states, joint = fw.states, fw.joint
         g = fw.z
@@ -187,16 +287,16 @@ def _backward(
             delta[t] *= joint[t + 1] @ WU
         del WU  # H·(H + O) that would otherwise outlive the loop, at small T·B a lot
 
-        rows_h = delta.reshape(T * B, H)
         rows_g = g.reshape(T * B, O)
+        own = _recurrence_grads(delta, states, x, V)
         return {
             "U": rows_g.T @ states[1:].reshape(T * B, H),
-            "V": rows_h.T @ x.reshape(T * B, D),
-            "W": rows_h.T @ states[:-1].reshape(T * B, H),
-            "b_h": rows_h.sum(axis=0),
+            "V": own["V"],
+            "W": own["W"],
+            "b_h": own["b_h"],
             "b_y": rows_g.sum(axis=0),
             "h0": delta[0] @ W if T > 0 else np.zeros_like(p["h0"]),
-            "xs": (rows_h @ V).reshape(T, B, D),
+            "xs": own["xs"],
         }
 
 

@@ -17,11 +17,11 @@ from typing import Any, TypedDict
 import numpy as np
 from numpy.typing import NDArray
 
+from bptt_ref import stack
 from bptt_ref._activations import softmax
-from bptt_ref._model import random_params
 from bptt_ref.cells import CELLS
 
-__all__ = ["INPUT_STYLES", "REGIMES", "Case", "Config", "make_case"]
+__all__ = ["INPUT_STYLES", "REGIMES", "Case", "Config", "Network", "make_case"]
 
 REGIMES: dict[str, float] = {"contracting": 0.5, "near_critical": 1.0, "expanding": 1.5}
 """Weight regimes: the spectral radius of ``W`` (each gate's block of ``W_hh``) each one sets."""
@@ -40,6 +40,13 @@ included, keeps only eps·|logits|/|gradient| of relative precision there, and n
 agree."""
 
 
+class Network(TypedDict):
+    """The shape of a stacked network, as keyword arguments of :mod:`bptt_ref.stack`."""
+
+    num_layers: int
+    bidirectional: bool
+
+
 class Config(TypedDict):
     """The names that configure the model, as keyword arguments of ``loss_and_grad``."""
 
@@ -54,7 +61,9 @@ class Case:
 
     ``params`` holds the parameters of ``cell`` (``bptt_ref.cells.CELLS[cell].names``; for
     the RNN ``U`` (O, H), ``V`` (H, D), ``W`` (H, H), ``b_h`` (H,), ``b_y`` (O,), ``h0``
-    (B, H)); ``xs`` is (T, B, D) and ``targets`` (T, B, O), all of ``dtype``.
+    (B, H)); ``xs`` is (T, B, D) and ``targets`` (T, B, O), all of ``dtype``. With
+    ``num_layers`` > 1 or ``bidirectional``, ``params`` are those of the stacked network
+    (:func:`bptt_ref.stack.names`).
     """
 
     params: dict[str, NDArray[np.floating]]
@@ -67,6 +76,8 @@ class Case:
     style: str
     seed: int
     cell: str = "rnn"
+    num_layers: int = 1
+    bidirectional: bool = False
 
     @property
     def dims(self) -> dict[str, int]:
@@ -85,6 +96,16 @@ class Case:
         """``hidden``, ``output`` and ``loss`` as keyword arguments."""
         return {"hidden": self.hidden, "output": self.output, "loss": self.loss}
 
+    @property
+    def network(self) -> Network:
+        """``num_layers`` and ``bidirectional`` as keyword arguments of :mod:`bptt_ref.stack`."""
+        return {"num_layers": self.num_layers, "bidirectional": self.bidirectional}
+
+    @property
+    def stacked(self) -> bool:
+        """Whether this is a stacked or bidirectional network rather than one cell."""
+        return self.num_layers > 1 or self.bidirectional
+
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         # Hypothesis prints falsifying examples with this hook; the arrays would drown
         # the labels that reproduce them.
@@ -93,6 +114,8 @@ class Case:
     def __repr__(self) -> str:
         dims = " ".join(f"{k}={v}" for k, v in self.dims.items())
         cell = "" if self.cell == "rnn" else f"cell={self.cell} "
+        if self.stacked:
+            cell += f"num_layers={self.num_layers} bidirectional={self.bidirectional} "
         return (
             f"Case({cell}{dims} dtype={self.dtype} hidden={self.hidden} output={self.output} "
             f"loss={self.loss} regime={self.regime} style={self.style} seed={self.seed})"
@@ -125,12 +148,20 @@ def make_case(
     seed: int,
     large_scale: float = 30.0,
     cell: str = "rnn",
+    num_layers: int = 1,
+    bidirectional: bool = False,
 ) -> Case:
-    """Build the arrays of a :class:`Case` deterministically from its labels and seed."""
+    """Build the arrays of a :class:`Case` deterministically from its labels and seed.
+
+    A stacked network (``num_layers`` > 1 or ``bidirectional``) draws its parameters with
+    :func:`bptt_ref.stack.random_params`; the styles treat every layer and direction as
+    the single cell: "zeros" zeroes about half of every initial state's entries, "kink"
+    the rows of the same units in every layer's weights.
+    """
     rng = np.random.default_rng(seed)
     spec = CELLS[cell]
     T, B, D, H, O = (dims[d] for d in "TBDHO")
-    params = random_params(
+    params = stack.random_params(
         rng,
         batch_size=B,
         input_size=D,
@@ -138,19 +169,23 @@ def make_case(
         output_size=O,
         spectral_radius=REGIMES[regime],
         cell=spec,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
     )
     xs = rng.standard_normal((T, B, D))
     if style == "zeros":
         xs[rng.random(xs.shape) < 0.5] = 0.0
         for state in spec.states:
-            params[state][rng.random((B, H)) < 0.5] = 0.0
+            params[state][rng.random(params[state].shape) < 0.5] = 0.0
     elif style == "large":
         xs *= large_scale
     elif style == "kink":
         at_kink = rng.random(H) < 0.5
-        for name in spec.params:
+        for name in stack.names(spec, num_layers=num_layers, bidirectional=bidirectional):
+            if name in ("U", "b_y"):
+                continue
             if name in spec.states:
-                params[name][:, at_kink] = 0.0
+                params[name][..., at_kink] = 0.0
             else:  # rows of unit j in every gate block: j, H + j, 2H + j, ...
                 gates = params[name].shape[0] // H
                 params[name][np.tile(at_kink, gates)] = 0.0
@@ -167,4 +202,6 @@ def make_case(
         style,
         seed,
         cell,
+        num_layers,
+        bidirectional,
     )

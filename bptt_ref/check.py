@@ -263,6 +263,8 @@ def run(args: argparse.Namespace) -> int:
                     binding=reproducer,
                     progress=show,
                     layout=args.layout,
+                    num_layers=args.layers,
+                    bidirectional=args.bidirectional,
                 )
                 results.append((config, result))
     except (UsageError, ValueError) as exc:
@@ -284,6 +286,8 @@ def _one(args: argparse.Namespace, console: Any, config: dict[str, str], result:
     settings = " ".join(f"{k}={v}" for k, v in {"cell": args.cell, **config}.items())
     if args.layout is not None:
         settings += f" layout={args.layout}"
+    if (args.layers, args.bidirectional) != (1, False):
+        settings += f" num_layers={args.layers} bidirectional={args.bidirectional}"
     if result.report is not None:
         console.print(f"FAIL {result.report}", markup=False, soft_wrap=True)
         return MISMATCH
@@ -440,5 +444,18 @@ def add_parser(commands: Any) -> None:
         default=None,
         help="the framework layout fn takes and returns: its keys, shapes, gate order and "
         "batch axis (default: bptt-ref's own, PyTorch's with the keys W_ih, W_hh, ...)",
+    )
+    check.add_argument(
+        "--layers",
+        type=int,
+        default=1,
+        help="num_layers of a stacked network (PyTorch's semantics, no dropout); fn receives "
+        "W_ih_l0, W_ih_l1, ... as bptt_ref.stack.names lists them (default 1: the single cell)",
+    )
+    check.add_argument(
+        "--bidirectional",
+        action="store_true",
+        help="a bidirectional network: fn also receives the *_reverse weights; h0 (and c0) "
+        "are (layers·2, B, H), row layer·2 + direction",
     )
     check.set_defaults(run=run)

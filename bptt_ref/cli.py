@@ -93,16 +93,49 @@ def _sweep_cases(
     ]
 
 
-def _verify_case(case: Case, row: _Row) -> None:
-    from bptt_ref import jax_reference
-    from bptt_ref.finite_difference import directional_derivative, random_direction
+STACKS: tuple[tuple[int, bool], ...] = ((2, True),)
+"""The stacked networks (num_layers, bidirectional) ``verify`` sweeps for every cell, at the
+quick shape, near-critical weights, tanh/identity/mse, both dtypes: two layers, the second
+reading both directions of the first, cover every path of :mod:`bptt_ref.stack`."""
 
-    _, grads = bptt_ref.loss_and_grad(
-        case.params, case.xs, case.targets, cell=case.cell, **case.config
-    )
-    _, verdicts = jax_reference.judge(
-        grads, case.params, case.xs, case.targets, cell=case.cell, **case.config
-    )
+
+def _stack_cases(seed: int, cells: Sequence[str]) -> list[Case]:
+    """The cases of :data:`STACKS` for ``cells``, seeded past every single-cell sweep's."""
+    grid = itertools.product(bptt_ref.CELL_NAMES, STACKS, ("float64", "float32"))
+    return [
+        make_case(
+            dims=SHAPES["quick"][0],
+            hidden="tanh",
+            output="identity",
+            loss="mse",
+            dtype=np.dtype(dtype),
+            regime="near_critical",
+            style="normal",
+            seed=seed + 100_000 + i,
+            cell=cell,
+            num_layers=layers,
+            bidirectional=bidirectional,
+        )
+        for i, (cell, (layers, bidirectional), dtype) in enumerate(grid)
+        if cell in cells
+    ]
+
+
+def _verify_case(case: Case, row: _Row) -> None:
+    from bptt_ref import jax_reference, stack
+    from bptt_ref.finite_difference import directional_derivative, random_direction
+    from bptt_ref.oracle import stack as stack_oracle
+
+    arrays = (case.params, case.xs, case.targets)
+    if case.stacked:
+        _, grads = stack.loss_and_grad(*arrays, cell=case.cell, **case.network, **case.config)
+        _, verdicts = stack_oracle.judge(
+            grads, *arrays, cell=case.cell, **case.network, **case.config
+        )
+    else:
+        # Through the namespace, where a test may plant a bug (tests/test_meta.py).
+        _, grads = bptt_ref.loss_and_grad(*arrays, cell=case.cell, **case.config)
+        _, verdicts = jax_reference.judge(grads, *arrays, cell=case.cell, **case.config)
     for v in verdicts:
         worst = row.worst.get(v.key)
         if worst is None or not _ratio(v) <= _ratio(worst):
@@ -112,7 +145,7 @@ def _verify_case(case: Case, row: _Row) -> None:
     if case.dtype == np.float64:
         u = random_direction(np.random.default_rng(case.seed), case.params, case.xs)
         numeric = directional_derivative(
-            case.params, case.xs, case.targets, u, method="complex", cell=case.cell, **case.config
+            *arrays, u, method="complex", cell=case.cell, **case.network, **case.config
         )
         err = directional_error(grads, u, numeric)
         row.complex_step = max(row.complex_step, err)
@@ -160,9 +193,18 @@ def _verify(args: argparse.Namespace) -> int:
     cells = [c for c in bptt_ref.CELL_NAMES if args.cell is None or c in args.cell]
     cases = _sweep_cases(SHAPES[args.sweep], args.seed, cells)
     rows: dict[tuple[str, str, str, str, str], _Row] = {}
-    for case in track(cases, description="verifying", console=console, transient=True):
-        key = (case.cell, case.hidden, case.output, case.loss, case.dtype.name)
-        _verify_case(case, rows.setdefault(key, _Row()))
+    stacks = _stack_cases(args.seed, cells)
+    stack_rows: dict[tuple[str, int, bool, str], _Row] = {}
+    for case in track(cases + stacks, description="verifying", console=console, transient=True):
+        if case.stacked:
+            row = stack_rows.setdefault(
+                (case.cell, case.num_layers, case.bidirectional, case.dtype.name), _Row()
+            )
+        else:
+            row = rows.setdefault(
+                (case.cell, case.hidden, case.output, case.loss, case.dtype.name), _Row()
+            )
+        _verify_case(case, row)
 
     cstep_bound = DIRECTIONAL_TOLERANCES["complex"].rtol
     for cell in cells:
@@ -186,6 +228,7 @@ def _verify(args: argparse.Namespace) -> int:
             table.add_row(f"{hidden}/{output}/{loss}", dtype, *ratios, cs, ok)
         console.print(table)
     console.print(_caption(cells), markup=False)
+    _stack_table(console, stack_rows)
     (name, dtype), nearest = max(
         (
             ((f"{c} {h}/{o}/{lo}", d), v)
@@ -199,16 +242,45 @@ def _verify(args: argparse.Namespace) -> int:
         f"(err {nearest.err:.1e}, bound {nearest.bound:.1e})",
         markup=False,
     )
-    failures = [f for row in rows.values() for f in row.failures]
+    failures = [f for row in (*rows.values(), *stack_rows.values()) for f in row.failures]
     for failure in failures:
         console.print(f"FAIL {failure}", markup=False)
     verdict = "all agree" if not failures else f"{len(failures)} comparisons failed"
     console.print(
-        f"{len(cases)} cases ({len(rows)} configurations x dtypes, cells {', '.join(cells)}): "
-        f"{verdict}",
+        f"{len(cases)} cases and {len(stacks)} of stacked networks ({len(rows)} configurations "
+        f"x dtypes, cells {', '.join(cells)}): {verdict}",
         markup=False,
     )
     return 1 if failures else 0
+
+
+def _stack_table(console: Console, rows: dict[tuple[str, int, bool, str], _Row]) -> None:
+    """The stacked networks' verdicts: per row, the gradient nearest its bound."""
+    from rich import box
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(
+        title="stacked networks (tanh/identity/mse): the gradient nearest its bound",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("cell", "layers", "bidirectional", "dtype", "key", "err/bound", "cstep", "ok"):
+        table.add_column(name, justify="left" if name in ("cell", "key") else "right")
+    cstep_bound = DIRECTIONAL_TOLERANCES["complex"].rtol
+    for (cell, layers, bidirectional, dtype), row in rows.items():
+        nearest = max(row.worst.values(), key=_ratio)
+        cs = _cell(row.complex_step / cstep_bound) if dtype == "float64" else "-"
+        ok = "yes" if not row.failures else "NO"
+        cells = (cell, str(layers), str(bidirectional), dtype, nearest.key)
+        table.add_row(*cells, _cell(_ratio(nearest)), cs, ok)
+    console.print(table)
+    console.print(
+        "Each row: the stacked network of bptt_ref.stack against the oracle of "
+        "bptt_ref.oracle.stack (the cells' JAX steps composed anew), judged as above; its "
+        "bound has no rounding term R, which the stack oracle does not compute.",
+        markup=False,
+    )
 
 
 def progress_bar(console: Console, *fields: str) -> Progress:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref._model import loss_value
+from bptt_ref import stack
 from bptt_ref._validate import check_inputs
 from bptt_ref.config import Config, model_of
 
@@ -62,10 +62,21 @@ def directional_derivative(
     direction: Mapping[str, Any],
     *,
     method: Literal["central", "complex"] = "complex",
+    num_layers: int = 1,
+    bidirectional: bool = False,
     **config: Unpack[Config],
 ) -> float:
     """``⟨∇L(θ), u⟩`` by differencing the forward pass: :func:`directional_estimate`'s value."""
-    return directional_estimate(params, xs, targets, direction, method=method, **config).value
+    return directional_estimate(
+        params,
+        xs,
+        targets,
+        direction,
+        method=method,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        **config,
+    ).value
 
 
 def directional_estimate(
@@ -75,6 +86,8 @@ def directional_estimate(
     direction: Mapping[str, Any],
     *,
     method: Literal["central", "complex"] = "complex",
+    num_layers: int = 1,
+    bidirectional: bool = False,
     **config: Unpack[Config],
 ) -> Estimate:
     """``⟨∇L(θ), u⟩`` by differencing the forward pass, in float64 (or complex128), with
@@ -90,12 +103,19 @@ def directional_estimate(
         method: ``"central"`` differences or ``"complex"`` step (see module docstring).
         config: the model's ``cell``, ``hidden``, ``output``, ``loss``, as for
             :func:`bptt_ref.loss_and_grad`.
+        num_layers, bidirectional: a stacked network (:mod:`bptt_ref.stack`), whose
+            parameters and direction keys are :func:`bptt_ref.stack.names`; by default
+            the single cell.
     """
     spec, hidden, output, loss = model_of(config)
-    p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
+    network = stack.configure(spec, num_layers, bidirectional)
+    if network.single:
+        p, x, y = check_inputs(params, xs, targets, loss=loss, cell=spec)
+    else:
+        p, x, y = stack.check_inputs(network, params, xs, targets, loss)
     assert y is not None
     theta = {**p, "xs": x}
-    keys = spec.grad_names
+    keys = (*stack.names(spec, num_layers=num_layers, bidirectional=bidirectional), "xs")
     missing = sorted(set(keys) - set(direction))
     if missing:
         raise ValueError(f"direction is missing keys {missing}; expected {', '.join(keys)}")
@@ -107,7 +127,9 @@ def directional_estimate(
     def at(step: complex, dtype: type[np.inexact[Any]]) -> Any:
         moved = {k: theta[k].astype(dtype) + step * u[k] for k in keys}
         xs_moved = moved.pop("xs")
-        return loss_value(moved, xs_moved, y.astype(np.float64), spec, hidden, output, loss)
+        return stack.loss_value(
+            network, moved, xs_moved, y.astype(np.float64), hidden, output, loss
+        )
 
     if method == "complex":
         return Estimate(float(np.imag(at(1j * COMPLEX_STEP, np.complex128)) / COMPLEX_STEP), 0.0)

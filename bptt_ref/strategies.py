@@ -24,6 +24,7 @@ from bptt_ref.cases import INPUT_STYLES as INPUT_STYLES
 from bptt_ref.cases import REGIMES as REGIMES
 from bptt_ref.cases import Case as Case
 from bptt_ref.cases import Config as Config
+from bptt_ref.cases import Network as Network
 from bptt_ref.cases import make_case as make_case
 from bptt_ref.cells import CELLS
 
@@ -34,6 +35,7 @@ __all__ = [
     "REGIMES",
     "Case",
     "Config",
+    "Network",
     "cases",
     "configurations",
     "make_case",
@@ -77,14 +79,23 @@ def cases(
     max_D: int = 4,
     max_H: int = 8,
     max_O: int = 4,
+    layers: Sequence[int] = (1,),
+    bidirectional: Sequence[bool] = (False,),
 ) -> Case:
     """Test cases over cells, shapes, configurations, dtypes, weight regimes and input styles.
 
     ``cells`` are names of ``bptt_ref.cells.CELLS`` (default: the vanilla RNN only); a
     gated cell draws only the hidden activations it accepts (``"tanh"``). Every dim but
     T starts at 1; the defaults keep every case in the JAX oracle's smallest compilation
-    bucket.
+    bucket. ``layers`` and ``bidirectional`` are the ``num_layers`` and ``bidirectional``
+    of :mod:`bptt_ref.stack` to draw from (default: the single cell); a choice of one is
+    not drawn, so the default draws exactly what it drew before stacks existed.
     """
+    for n in layers:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidArgument(f"layers={list(layers)!r}; expected ints >= 1")
+    if not layers or not bidirectional:
+        raise InvalidArgument("layers and bidirectional need at least one choice each")
     for name in regimes:
         if name not in REGIMES:
             raise InvalidArgument(f"regime {name!r} is not one of {sorted(REGIMES)}")
@@ -122,4 +133,10 @@ def cases(
         style=draw(st.sampled_from(allowed)),
         seed=draw(st.integers(0, 2**32 - 1)),
         cell=cell,
+        num_layers=layers[0] if len(layers) == 1 else draw(st.sampled_from(list(layers))),
+        bidirectional=(
+            bidirectional[0]
+            if len(bidirectional) == 1
+            else draw(st.sampled_from(list(bidirectional)))
+        ),
     )

@@ -3,8 +3,10 @@
 A set is a directory with one ``<name>.npz`` per case and a ``manifest.json`` (UTF-8).
 A case's name is ``<index>-<cell>-<hidden>-<output>-<loss>-T<T>-<regime>-<style>``,
 e.g. ``081-lstm-tanh-identity-mse-T5-near_critical-normal``; ``<index>`` (three digits)
-orders the set and is unique. Each ``.npz`` holds, for ``<dt>`` in ``float64`` and
-``float32``:
+orders the set and is unique. A stacked or bidirectional network (:mod:`bptt_ref.stack`)
+adds ``-L<num_layers>`` and ``-bidirectional`` where it is, e.g.
+``149-gru-tanh-identity-mse-T5-near_critical-normal-L2-bidirectional``. Each ``.npz``
+holds, for ``<dt>`` in ``float64`` and ``float32``:
 
 - ``<dt>.<key>`` for every parameter of the case's cell, then ``<dt>.xs`` (T, B, D) and
   ``<dt>.targets`` (T, B, O): the inputs, in ``<dt>`` (the float32 ones are the float64
@@ -21,14 +23,19 @@ orders the set and is unique. Each ``.npz`` holds, for ``<dt>`` in ``float64`` a
 
   weights are used as ``x_t W_ihᵀ`` and ``h_{t−1} W_hhᵀ`` (PyTorch's orientation), and
   gate k of hidden unit j is row ``k·H + j`` of ``W_ih``, ``W_hh``, ``b_ih`` and ``b_hh``;
+  a stacked network has each of these per layer k and direction, named ``<key>_l<k>``
+  and ``<key>_l<k>_reverse`` (PyTorch's ``weight_ih_l0_reverse`` is ``W_ih_l0_reverse``),
+  layer k > 0 reading dirs·H inputs, ``U`` (O, dirs·H), and ``h0`` (``c0``)
+  (L·dirs, B, H) with row ``k·dirs + d`` for layer k, direction d;
 - ``<dt>.loss`` (a 0-d float64) and ``<dt>.grad.<key>`` for every parameter and ``xs``,
   float64: the JAX oracle's loss and gradients *of those very inputs*, each verified
   when written against ``bptt_ref.loss_and_grad(..., cell=)`` in ``<dt>`` by the
   tolerance model of :mod:`bptt_ref.compare`.
 
-The manifest lists each case's cell and its ``layout`` (equations, gate order, reset
-placement, weight orientation, every array in named dims), configuration, dims, concrete
-shapes (the parameters first, in the order above), sha256, and per dtype and key the
+The manifest lists each case's cell, ``num_layers`` and ``bidirectional``, its ``layout``
+(equations, gate order, reset placement, weight orientation, every array in named dims),
+configuration, dims, concrete shapes (the parameters first, in the order above), sha256,
+and per dtype and key the
 absolute tolerance ``atol``: a result ``a`` of dtype ``<dt>`` is right when
 ``max_i |a[i] - grad[i]| <= atol``, the bound ``bptt_ref.compare`` applies to that case.
 Only :func:`load` is needed to read a set, and it needs NumPy alone.
@@ -56,12 +63,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bptt_ref import stack
 from bptt_ref.cells import CELLS, DATA, Cell
 
 __all__ = ["FORMAT_VERSION", "MANIFEST", "GoldenArrays", "GoldenCase", "layout", "load", "write"]
 
-FORMAT_VERSION = 2
-"""Bumped whenever the layout of the ``.npz`` files or the manifest changes (2: every cell)."""
+FORMAT_VERSION = 3
+"""Bumped whenever the layout of the ``.npz`` files or the manifest changes (2: every cell;
+3: stacked and bidirectional networks, ``num_layers`` and ``bidirectional`` per case)."""
 MANIFEST = "manifest.json"
 DTYPES = ("float64", "float32")
 
@@ -123,6 +132,8 @@ class GoldenCase:
     dims: dict[str, int]
     layout: dict[str, Any]
     arrays: dict[str, GoldenArrays]
+    num_layers: int = 1
+    bidirectional: bool = False
 
     @property
     def config(self) -> dict[str, str]:
@@ -131,13 +142,15 @@ class GoldenCase:
         return {"cell": self.cell, "hidden": self.hidden, "output": self.output, "loss": self.loss}
 
 
-def layout(cell: Cell) -> dict[str, Any]:
+def layout(cell: Cell, num_layers: int = 1, bidirectional: bool = False) -> dict[str, Any]:
     """How ``cell``'s arrays are laid out, as the manifest states it for each case.
 
     Keys: ``equations`` (the recurrence), ``gates`` (the order of the gate blocks along
     the first axis, e.g. ``"i,f,g,o"``; empty for the rnn), ``reset`` (the GRUs only:
     where the reset gate goes), ``weights`` (shapes and orientation of the two products)
-    and ``named_shapes`` (every array in named dims, e.g. ``["4H", "D"]``).
+    and ``named_shapes`` (every array in named dims, e.g. ``["4H", "D"]``; a stacked
+    network's, :func:`bptt_ref.stack.names`, with ``"L·dirs"`` the initial states' rows),
+    and for a stacked network ``stack`` (how its layers and directions connect).
     """
     w_ih, w_hh, b_ih, b_hh = cell.roles
     rows = "H" if cell.gates == 1 else f"{cell.gates}H"
@@ -155,8 +168,36 @@ def layout(cell: Cell) -> dict[str, Any]:
     if cell.name in _RESET:
         out["reset"] = _RESET[cell.name]
     out["weights"] = weights
-    out["named_shapes"] = {k: list(v) for k, v in cell.shapes.items()}
+    config = stack.configure(cell, num_layers, bidirectional)
+    out["named_shapes"] = {k: list(v) for k, v in config.shapes().items()}
+    if not config.single:
+        out["stack"] = _STACK
     return out
+
+
+_STACK = (
+    "PyTorch's nn.RNN/LSTM/GRU with num_layers and bidirectional, no dropout: layer k "
+    "direction d runs the cell with its own <key>_l<k> (d = 0) or <key>_l<k>_reverse (d = 1) "
+    "from row k*dirs + d of h0 (and c0); the reverse direction runs t = T-1 ... 0, its state "
+    "after step t is its output at t (its final state at output step 0); layer k > 0 reads "
+    "the concatenation [forward output, reverse output] (B, dirs*H) at each step, and the "
+    "head reads the top layer's"
+)
+
+
+def _stack_specs() -> list[dict[str, Any]]:
+    """The stacked networks' cases, after every single cell's: for each cell two
+    bidirectional layers (every path of the stack: the second layer reads both directions
+    of the first), tanh/identity/mse at T = 5. Each network compiles the oracle anew, so
+    they are few."""
+    return [
+        {
+            **_spec(cell, "tanh", ("identity", "mse"), _BASE, "near_critical", "normal"),
+            "num_layers": 2,
+            "bidirectional": True,
+        }
+        for cell in CELLS
+    ]
 
 
 def _rnn_specs() -> list[dict[str, Any]]:
@@ -229,15 +270,20 @@ def _spec(
 def _specs() -> list[dict[str, Any]]:
     """Every case of a set, in order: the rnn's (format 1's 81, with their seeds), then
     each gated cell's."""
-    return [
+    single = [
         spec for name in CELLS for spec in (_rnn_specs() if name == "rnn" else _gated_specs(name))
     ]
+    return [*single, *_stack_specs()]
 
 
 def _name(index: int, spec: dict[str, Any]) -> str:
+    layers = spec.get("num_layers", 1)
+    network = (f"-L{layers}" if layers > 1 else "") + (
+        "-bidirectional" if spec.get("bidirectional") else ""
+    )
     return (
         f"{index:03d}-{spec['cell']}-{spec['hidden']}-{spec['output']}-{spec['loss']}-"
-        f"T{spec['dims']['T']}-{spec['regime']}-{spec['style']}"
+        f"T{spec['dims']['T']}-{spec['regime']}-{spec['style']}{network}"
     )
 
 
@@ -275,6 +321,7 @@ def write(
     from bptt_ref import jax_reference
     from bptt_ref.cases import make_case
     from bptt_ref.compare import compare_gradients, scale_and_bound, tolerance_for
+    from bptt_ref.oracle import stack as stack_oracle
 
     wanted = list(CELLS) if cells is None else list(cells)
     unknown = sorted(set(wanted) - set(CELLS))
@@ -292,7 +339,16 @@ def write(
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
-    specs = [(i, spec) for i, spec in enumerate(_specs()) if spec["cell"] in wanted]
+    # A framework layout names a single cell's arrays: the stacked cases keep bptt-ref's.
+    specs = [
+        (i, spec)
+        for i, spec in enumerate(_specs())
+        if spec["cell"] in wanted
+        and (
+            framework is None
+            or (spec.get("num_layers", 1), spec.get("bidirectional")) == (1, False)
+        )
+    ]
     if progress is not None:
         progress(0, len(specs))
     for done, (index, spec) in enumerate(specs, start=1):
@@ -302,20 +358,24 @@ def write(
         tolerances: dict[str, Any] = {}
         for dtype in DTYPES:
             case = make_case(**spec, dtype=np.dtype(dtype), seed=seed + index)
-            ref = jax_reference.reference(
-                case.params, case.xs, case.targets, cell=case.cell, **case.config
-            )
-            _, grads = bptt_ref.loss_and_grad(
-                case.params, case.xs, case.targets, cell=case.cell, **case.config
-            )
+            given = (case.params, case.xs, case.targets)
+            if case.stacked:
+                ref = stack_oracle.reference(*given, cell=case.cell, **case.network, **case.config)
+                _, grads = stack.loss_and_grad(
+                    *given, cell=case.cell, **case.network, **case.config
+                )
+            else:
+                ref = jax_reference.reference(*given, cell=case.cell, **case.config)
+                _, grads = bptt_ref.loss_and_grad(*given, cell=case.cell, **case.config)
+            grad_names = (*stack.names(case.cell, **case.network), "xs")
             failed = [v for v in compare_gradients(grads, ref) if not v.ok]
             if failed:
                 details = "; ".join(str(v) for v in failed)
                 raise RuntimeError(f"{name} ({dtype}): NumPy and the oracle disagree: {details}")
             inputs = {**case.params, "xs": case.xs, "targets": case.targets}
-            grads = {k: ref.grads[k] for k in cell.grad_names}
+            grads = {k: ref.grads[k] for k in grad_names}
             atol = {}
-            for k in cell.grad_names:
+            for k in grad_names:
                 scale, bound = scale_and_bound(ref, k)
                 atol[k] = bound * scale
             if framework is not None:
@@ -332,9 +392,11 @@ def write(
                 "file": path.name,
                 "sha256": _sha256(path),
                 **{k: spec[k] for k in ("cell", "hidden", "output", "loss", "regime", "style")},
+                "num_layers": spec.get("num_layers", 1),
+                "bidirectional": spec.get("bidirectional", False),
                 "seed": seed + index,
                 "dims": spec["dims"],
-                "layout": layout(cell)
+                "layout": layout(cell, spec.get("num_layers", 1), spec.get("bidirectional", False))
                 if framework is None
                 else {**layout(cell), "framework": _framework(framework, cell.name)},
                 "shapes": {k: list(v.shape) for k, v in inputs.items()},
@@ -354,7 +416,9 @@ def write(
             "L = sum_t sum_b loss(y_hat_{t,b}, targets_{t,b}) (a sum, no mean); mse is "
             "0.5 sum_o (y_hat_o - y_o)^2. Row vectors, time-major: xs (T,B,D), targets "
             "(T,B,O), U (O,H), b_y (O,); the cell's arrays in layout.named_shapes. hidden is "
-            "the rnn's f_h; the gated cells' nonlinearities are fixed (hidden is tanh)"
+            "the rnn's f_h; the gated cells' nonlinearities are fixed (hidden is tanh). A case "
+            "with num_layers > 1 or bidirectional true is a stacked network (layout.stack), "
+            "whose head reads the top layer's output: U (O, dirs*H)"
         ),
         "arrays": (
             "<dt>.<name> for the inputs in dtype <dt> (float64 or float32; the float32 inputs "
@@ -467,6 +531,8 @@ def load(directory: str | Path) -> list[GoldenCase]:
                 dims=dict(entry["dims"]),
                 layout=dict(entry["layout"]),
                 arrays=arrays,
+                num_layers=int(entry["num_layers"]),
+                bidirectional=bool(entry["bidirectional"]),
             )
         )
     return cases

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import bptt_ref
-from bptt_ref import vectors
+from bptt_ref import stack, vectors
 from bptt_ref.cli import main
 
 ROOT = Path(__file__).parent.parent
@@ -68,7 +68,7 @@ def test_command_shows_progress_and_where_the_time_went(written: Written) -> Non
 
 def test_set_covers_every_cell_configuration_length_regime_and_edge(golden: Path) -> None:
     manifest = json.loads((golden / vectors.MANIFEST).read_text(encoding="utf-8"))
-    assert manifest["format_version"] == vectors.FORMAT_VERSION == 2
+    assert manifest["format_version"] == vectors.FORMAT_VERSION == 3
     assert manifest["bptt_ref_version"] == bptt_ref.__version__
     cases = manifest["cases"]
     assert {c["cell"] for c in cases} == set(bptt_ref.CELL_NAMES)
@@ -120,6 +120,8 @@ SHARED = {"U": ["O", "H"], "b_y": ["O"], "xs": ["T", "B", "D"], "targets": ["T",
 def test_manifest_states_each_cells_layout(golden: Path) -> None:
     manifest = json.loads((golden / vectors.MANIFEST).read_text(encoding="utf-8"))
     for c in manifest["cases"]:
+        if (c["num_layers"], c["bidirectional"]) != (1, False):
+            continue  # test_manifest_states_each_stacks_layout
         cell, layout = c["cell"], c["layout"]
         assert layout["gates"] == GATES[cell], c["name"]
         assert layout["named_shapes"] == {**NAMED[cell], **SHARED}, c["name"]
@@ -141,7 +143,11 @@ def test_manifest_states_each_cells_layout(golden: Path) -> None:
 
 def test_gated_cases_have_asymmetric_weights_and_nonzero_initial_states(golden: Path) -> None:
     # What makes a vector able to catch a transposed weight or a dropped h0/c0 path.
-    gated = [c for c in vectors.load(golden) if c.cell != "rnn" and c.style == "normal"]
+    gated = [
+        c
+        for c in vectors.load(golden)
+        if c.cell != "rnn" and c.style == "normal" and (c.num_layers, c.bidirectional) == (1, False)
+    ]
     assert gated
     for case in gated:
         p = case.arrays["float64"].params
@@ -162,7 +168,14 @@ def mismatches(cases: list[vectors.GoldenCase]) -> list[tuple[str, str, str]]:
         for dtype, data in case.arrays.items():
             assert data.xs.dtype == np.dtype(dtype)
             assert data.xs.shape == tuple(case.dims[d] for d in "TBD")
-            _, grads = bptt_ref.loss_and_grad(data.params, data.xs, data.targets, **case.config)
+            _, grads = stack.loss_and_grad(
+                data.params,
+                data.xs,
+                data.targets,
+                num_layers=case.num_layers,
+                bidirectional=case.bidirectional,
+                **case.config,
+            )
             assert set(grads) == set(data.grads) == set(data.atol), case.name
             out += [
                 (case.name, dtype, key)
@@ -200,6 +213,38 @@ def test_a_planted_wrong_lstm_vector_is_found(golden: Path, tmp_path: Path) -> N
         wrong = 1.001 * data["float64.grad.W_hh"]
     rewrite(victim, {"float64.grad.W_hh": wrong})
     assert mismatches(vectors.load(copy)) == [(victim.stem, "float64", "W_hh")]
+
+
+def test_manifest_states_each_stacks_layout(golden: Path) -> None:
+    manifest = json.loads((golden / vectors.MANIFEST).read_text(encoding="utf-8"))
+    stacked = [c for c in manifest["cases"] if (c["num_layers"], c["bidirectional"]) == (2, True)]
+    assert {c["cell"] for c in stacked} == set(bptt_ref.CELL_NAMES)
+    for c in stacked:
+        named, dims = c["layout"]["named_shapes"], c["dims"]
+        assert c["name"].endswith("-L2-bidirectional"), c["name"]
+        assert "row k*dirs + d of h0" in c["layout"]["stack"]
+        # PyTorch's state_dict of nn.<Cell>(num_layers=2, bidirectional=True), renamed.
+        first, rest = ("V", ["W", "b_h"]) if c["cell"] == "rnn" else ("W_ih", ["W_hh", "b_ih"])
+        for suffix in ("_l0", "_l0_reverse", "_l1", "_l1_reverse"):
+            for key in (first, *rest):
+                assert key + suffix in named, (c["name"], key + suffix)
+        rows = "H" if c["cell"] == "rnn" else ("4H" if c["cell"] == "lstm" else "3H")
+        assert named[first + "_l0"] == [rows, "D"]
+        assert named[first + "_l1_reverse"] == [rows, "2H"]
+        assert named["U"] == ["O", "2H"]
+        assert named["h0"] == ["L·dirs", "B", "H"]
+        assert c["shapes"]["h0"] == [4, dims["B"], dims["H"]]
+        assert c["shapes"][first + "_l1"][1] == 2 * dims["H"]
+
+
+def test_a_planted_wrong_stacked_vector_is_found(golden: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "set"
+    shutil.copytree(golden, copy)
+    victim = next(iter(sorted(copy.glob("*-gru-tanh-*-L2-bidirectional.npz"))))
+    with np.load(victim) as data:
+        wrong = 1.001 * data["float64.grad.W_hh_l0_reverse"]
+    rewrite(victim, {"float64.grad.W_hh_l0_reverse": wrong})
+    assert mismatches(vectors.load(copy)) == [(victim.stem, "float64", "W_hh_l0_reverse")]
 
 
 def test_tampered_file_fails_the_hash_check(golden: Path, tmp_path: Path) -> None:

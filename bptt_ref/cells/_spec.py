@@ -80,9 +80,10 @@ class Cell:
         fused: the whole ``fused(params, xs, targets, hidden, output, loss)`` → ``(L,
             grads)`` for checked inputs, for a cell whose fast path fuses the head into
             its steps (the vanilla RNN's ``[δ, g] @ [W; U]``) and which brings its own
-            forward pass, masks and truncation (:mod:`bptt_ref.truncation`); such a cell
-            leaves ``backward`` as ``None``. Every other cell gives ``backward`` and runs
-            forward, the shared head and backward.
+            masks and truncation (:mod:`bptt_ref.truncation`); ``loss_and_grad`` takes it
+            where given. Every cell gives ``backward``, which serves a caller that brings
+            its own head (the layers of :mod:`bptt_ref.stack`); a cell without ``fused``
+            runs forward, the shared head and backward.
         gate_names: the gates in the order their blocks of H rows are stacked in the
             weights (``("i", "f", "g", "o")`` for the LSTM); empty for the RNN, whose
             weights have one block.
@@ -111,8 +112,8 @@ class Cell:
             )
         if not set(self.states) <= set(self.params) or self.hidden_from not in self.params:
             raise ValueError(f"cell {self.name!r}: states and hidden_from must be params")
-        if (self.fused is None) == (self.backward is None):
-            raise ValueError(f"cell {self.name!r}: give exactly one of backward and fused")
+        if self.backward is None:
+            raise ValueError(f"cell {self.name!r}: give backward (and fused, optionally)")
 
     @property
     def shapes(self) -> dict[str, tuple[str, ...]]:

@@ -3,25 +3,15 @@
 Its math lives in :mod:`bptt_ref._rnn`, which fuses the output head into the reverse
 pass (one ``[δ_{t+1}, g_t] @ [W; U]`` product per step); its truncation and masks are
 in :mod:`bptt_ref.truncation` and its sum-of-Jacobians forms in :mod:`bptt_ref.note_form`.
+Its ``forward`` and ``backward`` are the recurrence alone, for callers that bring their own
+head (the layers of :mod:`bptt_ref.stack`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import numpy as np
-from numpy.typing import NDArray
-
 from bptt_ref import _rnn
-from bptt_ref._activations import HIDDEN, Array
+from bptt_ref._activations import HIDDEN
 from bptt_ref.cells._spec import Cell
-
-
-def _forward(
-    params: Mapping[str, Array], xs: Array, live: NDArray[np.bool_] | None, hidden: str
-) -> _rnn._Pass:
-    return _rnn._run(params, xs, hidden, "identity", live)
-
 
 CELL = Cell(
     name="rnn",
@@ -33,7 +23,8 @@ CELL = Cell(
     roles=("V", "W", "b_h", None),
     activations=tuple(HIDDEN),
     init=_rnn.init,
-    forward=_forward,
+    forward=_rnn.forward,
+    backward=_rnn.backward,
     fused=_rnn.fused_loss_and_grad,
 )
 """The vanilla RNN: ``a_t = x_t Vᵀ + h_{t-1} Wᵀ + b_h``, ``h_t = f_h(a_t)``."""

@@ -1,9 +1,10 @@
 """The protocol a checked gradient function follows, for each cell.
 
 ``fn(params, xs, targets) -> {key: gradient}`` receives the parameters of the cell
-(``CELLS[cell].names``) and returns a non-empty subset of ``CELLS[cell].grad_names``,
-each array of its input's shape. This module checks the signature and every return,
-calls ``fn`` on copies of a case, and asks the oracle for its verdicts.
+(``CELLS[cell].names``; of a stacked network, :func:`bptt_ref.stack.names`) and returns a
+non-empty subset of them and ``xs``, each array of its input's shape. This module checks
+the signature and every return, calls ``fn`` on copies of a case, and asks the oracle for
+its verdicts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bptt_ref import stack
 from bptt_ref.cells import CELLS
 from bptt_ref.compare import KeyComparison
 
@@ -34,9 +36,14 @@ class Raised(Exception):
     """``fn`` raised; the original exception is the ``__cause__``."""
 
 
-def shape_name(key: str, cell: str) -> str:
-    """The shape of ``key`` in named dims, as a tuple prints: ``"(4H, D)"``, ``"(H,)"``."""
-    spec = CELLS[cell].shapes[key]
+def shape_name(key: str, cell: str, num_layers: int = 1, bidirectional: bool = False) -> str:
+    """The shape of ``key`` in named dims, as a tuple prints: ``"(4H, D)"``, ``"(H,)"``;
+    ``num_layers`` and ``bidirectional`` name a stacked network's (:mod:`bptt_ref.stack`)."""
+    spec = (
+        CELLS[cell].shapes
+        if (num_layers, bidirectional) == (1, False)
+        else stack.configure(cell, num_layers, bidirectional).shapes()
+    )[key]
     return f"({spec[0]},)" if len(spec) == 1 else f"({', '.join(spec)})"
 
 
@@ -72,8 +79,13 @@ def checked_output(
     when one is given (a Flax tree is flattened to its ``/`` paths).
     """
     where = f"on {case!r}"
-    every = CELLS[case.cell].grad_names if layout is None else layout.of(case.cell).grad_names
+    if layout is None:
+        every = (*stack.names(case.cell, **case.network), "xs")
+    else:
+        every = layout.of(case.cell).grad_names
     of_cell = f"the gradient of L with respect to each, for cell {case.cell!r}"
+    if case.stacked:
+        of_cell += f" with num_layers={case.num_layers}, bidirectional={case.bidirectional}"
     if layout is not None:
         of_cell += f" in layout {layout.name!r}"
         if isinstance(out, Mapping):
@@ -124,7 +136,10 @@ def checked_output(
     need = " or ".join(str(d) for d in allowed)
     for k in returned:
         expected = inputs[k].shape
-        spec = shape_name(k, case.cell) if layout is None else layout.shape_text(case.cell, k)
+        if layout is None:
+            spec = shape_name(k, case.cell, **case.network)
+        else:
+            spec = layout.shape_text(case.cell, k)
         named = f"{spec} = {expected}"
         try:
             value = np.asarray(out[k])
@@ -194,7 +209,20 @@ def judge(
         from bptt_ref.checker import in_layout
 
         return in_layout.judge(actual, case, keys, layout)
+    if case.stacked:
+        from bptt_ref.oracle import stack as stack_oracle
 
+        _, verdicts = stack_oracle.judge(
+            actual,
+            case.params,
+            case.xs,
+            case.targets,
+            keys=keys,
+            cell=case.cell,
+            **case.network,
+            **case.config,
+        )
+        return verdicts
     _, verdicts = jax_reference.judge(
         actual, case.params, case.xs, case.targets, keys=keys, cell=case.cell, **case.config
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bptt_ref.cells import CELLS
+from bptt_ref import stack
 from bptt_ref.compare import KeyComparison
 
 if TYPE_CHECKING:
@@ -78,6 +78,11 @@ class Report:
             f"  configuration: cell={case.cell} hidden={case.hidden} output={case.output} "
             f"loss={case.loss} dtype={case.dtype}"
             + ("" if self.layout is None else f" layout={self.layout}")
+            + (
+                f" num_layers={case.num_layers} bidirectional={case.bidirectional}"
+                if case.stacked
+                else ""
+            )
             + f"; keys checked: {', '.join(self.keys)}",
             f"  first failure after {self.examples} example(s) in "
             f"{time_split(self.seconds[0], self.compiling[0])};",
@@ -180,10 +185,16 @@ def save(
     (``expected_<key>``, in ``layout`` when given, whose name is stored as ``layout``) as
     one ``bptt-ref-failure-<name>.npz`` in ``directory``; the inputs stay canonical."""
     from bptt_ref import jax_reference
+    from bptt_ref.oracle import stack as stack_oracle
 
-    _, expected = jax_reference.loss_and_grad(
-        case.params, case.xs, case.targets, cell=case.cell, **case.config
-    )
+    if case.stacked:
+        _, expected = stack_oracle.loss_and_grad(
+            case.params, case.xs, case.targets, cell=case.cell, **case.network, **case.config
+        )
+    else:
+        _, expected = jax_reference.loss_and_grad(
+            case.params, case.xs, case.targets, cell=case.cell, **case.config
+        )
     if layout is not None:
         expected = layout.grads_to_layout(case.cell, expected)
     directory.mkdir(parents=True, exist_ok=True)
@@ -196,17 +207,27 @@ def save(
         "cell": np.str_(case.cell),
         **{k: np.str_(v) for k, v in case.config.items()},
         **({} if layout is None else {"layout": np.str_(layout.name)}),
+        **({k: np.asarray(v) for k, v in case.network.items()} if case.stacked else {}),
     }
     np.savez(path, **arrays)
     return path
 
 
 def snippet(
-    binding: str, path: Path, keys: tuple[str, ...], cell: str, layout: Layout | None = None
+    binding: str,
+    path: Path,
+    keys: tuple[str, ...],
+    cell: str,
+    layout: Layout | None = None,
+    num_layers: int = 1,
+    bidirectional: bool = False,
 ) -> str:
     """Python lines that reload the reproducer at ``path``, call ``fn`` (in ``layout``
-    when given) and print each key's largest error against the reference."""
-    names = ", ".join(repr(k) for k in CELLS[cell].names)
+    when given) and print each key's largest error against the reference
+    (``num_layers``, ``bidirectional``: a stacked network's keys,
+    :func:`bptt_ref.stack.names`)."""
+    every = stack.names(cell, num_layers=num_layers, bidirectional=bidirectional)
+    names = ", ".join(repr(k) for k in every)
     load = [
         # A with-block: an .npz left open is a ResourceWarning when it is collected.
         f"with np.load({str(path)!r}) as case:",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bptt_ref import stack
 from bptt_ref._validate import check_names
 from bptt_ref.cells import cell_named
 from bptt_ref.checker.hints import hints
@@ -62,6 +63,8 @@ def check_gradients(
     max_H: int = 8,
     save_dir: str | Path | None = None,
     name: str | None = None,
+    num_layers: int = 1,
+    bidirectional: bool = False,
     binding: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     layout: str | None = None,
@@ -90,6 +93,10 @@ def check_gradients(
         name: how ``fn`` is named in the report; by default ``module:qualname``.
         binding: Python lines that bind ``fn`` in the reproducer snippet; by default an
             import of ``fn`` from its module.
+        num_layers, bidirectional: check the gradient of a stacked network of ``cell``
+            (:mod:`bptt_ref.stack`, PyTorch's semantics): ``fn`` receives and returns the
+            keys of :func:`bptt_ref.stack.names`. Its report carries no hints: they are
+            written for one cell.
         progress: called as ``progress(phase, examples, calls)`` at each case and when
             the phase changes: ``phase`` is ``"searching"``, ``"compiling the oracle"``
             (the first case of a size compiles it), ``"shrinking"`` or ``"explaining the
@@ -118,9 +125,15 @@ def check_gradients(
     from bptt_ref.strategies import cases
 
     check_names(hidden, output, loss, cell=cell_named(cell))
+    network = stack.configure(cell, num_layers, bidirectional)
     lay = None if layout is None else layout_named(layout)
     if lay is not None:
         lay.of(cell)
+        if not network.single:
+            raise ValueError(
+                "a layout check is of a single cell; check a stacked network "
+                "(num_layers > 1 or bidirectional) in bptt-ref's own names"
+            )
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype is {np.dtype(dtype)}; expected float32 or float64")
     for label, value in (("max_examples", max_examples), ("max_T", max_T), ("max_H", max_H)):
@@ -150,6 +163,8 @@ def check_gradients(
             dtypes=[np.dtype(dtype)],
             max_T=max_T,
             max_H=max_H,
+            layers=[num_layers],
+            bidirectional=[bidirectional],
         )
     )
     def run(case: Case) -> None:
@@ -213,9 +228,9 @@ def check_gradients(
             keys=keys,
             verdicts=[] if raised else search.verdicts,
             error="".join(traceback.format_exception(error.__cause__)) if raised else None,
-            hints=[] if raised else _hints(fn, case, keys, search, target, lay),
+            hints=[] if raised or case.stacked else _hints(fn, case, keys, search, target, lay),
             reproducer=path,
-            snippet=snippet(binding or default_binding, path, keys, cell, lay),
+            snippet=snippet(binding or default_binding, path, keys, cell, lay, **case.network),
             examples=search.examples_to_failure,
             calls=search.calls,
             seconds=(search.first_failure - search.started, done - search.first_failure),
@@ -268,6 +283,8 @@ def assert_bptt_gradients(
     max_H: int = 8,
     save_dir: str | Path | None = None,
     layout: str | None = None,
+    num_layers: int = 1,
+    bidirectional: bool = False,
 ) -> None:
     """Assert that ``fn`` computes the BPTT gradient, for use in a pytest suite.
 
@@ -294,6 +311,8 @@ def assert_bptt_gradients(
         max_H=max_H,
         save_dir=save_dir,
         layout=layout,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
     )
     if result.report is not None:
         raise CheckFailed(result.report)
