@@ -59,7 +59,7 @@ STATE_ROWS = "L·dirs"
 """The named dim of the initial states' first axis: one row per layer and direction."""
 
 
-class Network(NamedTuple):
+class Stack(NamedTuple):
     """One network: its cell, ``num_layers`` (L ≥ 1) and whether it is bidirectional."""
 
     cell: Cell
@@ -117,8 +117,8 @@ class Network(NamedTuple):
         return {**out, **DATA}
 
 
-def configure(cell: str | Cell, num_layers: Any, bidirectional: Any) -> Network:
-    """The :class:`Network`, checked.
+def configure(cell: str | Cell, num_layers: Any, bidirectional: Any) -> Stack:
+    """The :class:`Stack`, checked.
 
     Raises:
         ValueError: for an unknown cell or ``num_layers`` < 1.
@@ -131,7 +131,7 @@ def configure(cell: str | Cell, num_layers: Any, bidirectional: Any) -> Network:
         raise ValueError(f"num_layers is {num_layers}; expected an int >= 1")
     if not isinstance(bidirectional, bool | np.bool_):
         raise TypeError(f"bidirectional is {bidirectional!r}; expected True or False")
-    return Network(spec, int(num_layers), bool(bidirectional))
+    return Stack(spec, int(num_layers), bool(bidirectional))
 
 
 def names(
@@ -150,7 +150,7 @@ def _size(entry: str, dims: Mapping[str, int]) -> int:
 
 
 def check_inputs(
-    config: Network,
+    config: Stack,
     params: Mapping[str, Any],
     xs: Any,
     targets: Any,
@@ -229,7 +229,7 @@ def check_inputs(
 
 
 def _unit_params(
-    config: Network, p: Mapping[str, Array], layer: int, direction: int
+    config: Stack, p: Mapping[str, Array], layer: int, direction: int
 ) -> dict[str, Array]:
     """The cell's own parameters for one (layer, direction), under the cell's names."""
     row = layer * config.dirs + direction
@@ -251,7 +251,7 @@ class _Run(NamedTuple):
     top: Array
 
 
-def _run(config: Network, p: Mapping[str, Array], x: Array, hidden: str) -> _Run:
+def _run(config: Stack, p: Mapping[str, Array], x: Array, hidden: str) -> _Run:
     inputs, passes = [], {}
     for k in range(config.num_layers):
         inputs.append(x)
@@ -265,7 +265,7 @@ def _run(config: Network, p: Mapping[str, Array], x: Array, hidden: str) -> _Run
     return _Run(inputs, passes, x)
 
 
-def _backward(config: Network, p: Mapping[str, Array], run: _Run, d_top: Array) -> dict[str, Array]:
+def _backward(config: Stack, p: Mapping[str, Array], run: _Run, d_top: Array) -> dict[str, Array]:
     """Every cell parameter's gradient and ``xs``'s, from ``d_top = ∂L/∂x^{(L)}``."""
     assert config.cell.backward is not None
     H = p[config.states[0]].shape[-1]
@@ -371,7 +371,7 @@ def forward(
 
 
 def loss_value(
-    config: Network,
+    config: Stack,
     params: Mapping[str, Array],
     xs: Array,
     targets: Array,

@@ -43,7 +43,7 @@ _ROWS = "S"
 """The states' first axis (L·dirs) under a one-letter name the engine's padding reads."""
 
 
-def _layout(config: stack.Network) -> dict[str, tuple[str, ...]]:
+def _layout(config: stack.Stack) -> dict[str, tuple[str, ...]]:
     """Named dims of every parameter and ``xs``, the states' first axis as ``S``."""
     shapes = config.shapes()
     return {
