@@ -21,7 +21,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bptt_ref.cells import CELLS
-from bptt_ref.checker.protocol import GradFn, ProtocolError, Raised, call, judge
+from bptt_ref.checker.protocol import (
+    GradFn,
+    Hung,
+    ProtocolError,
+    Raised,
+    Scribbled,
+    call,
+    judge,
+    pad_to,
+)
 from bptt_ref.checker.report import STYLE_MEANING
 from bptt_ref.compare import KeyComparison, tolerance_for
 
@@ -61,13 +70,16 @@ def sliced(case: Case, *, T: int | None = None, B: int | None = None) -> Case:
     )
 
 
-def passes(fn: GradFn, case: Case, keys: tuple[str, ...], target: str) -> bool | None:
-    """Whether fn is right on ``case``; ``None`` when it raises or breaks the protocol there."""
+def passes(
+    fn: GradFn, case: Case, keys: tuple[str, ...], target: str, timeout: float | None = None
+) -> bool | None:
+    """Whether fn is right on ``case``; ``None`` when it raises, hangs past ``timeout``,
+    writes into its inputs or breaks the protocol there."""
     try:
-        _, actual = call(fn, case, keys, target)
-    except (Raised, ProtocolError):
+        _, actual = call(fn, case, keys, target, timeout=timeout)
+    except (Raised, Hung, Scribbled, ProtocolError):
         return None
-    return all(v.ok for v in judge(actual, case, keys))
+    return all(v.ok for v in judge(actual, case, keys)[1])
 
 
 def common_factor(actual: Grads, expected: Grads, keys: list[str], rtol: float) -> float | None:
@@ -346,8 +358,10 @@ def hints(
     actual: Grads,
     verdicts: list[KeyComparison],
     target: str,
+    timeout: float | None = None,
 ) -> list[str]:
-    """Likely causes, each stated only when the evidence on ``case`` singles it out."""
+    """Likely causes, each stated only when the evidence on ``case`` singles it out
+    (``timeout`` bounds each probing call of ``fn``, as in the search)."""
     from bptt_ref import jax_reference
 
     wrong = [v.key for v in verdicts if not v.ok]
@@ -364,7 +378,7 @@ def hints(
             "overflowing exp"
         )
     expected = jax_reference.loss_and_grad(
-        case.params, case.xs, case.targets, cell=case.cell, **case.config
+        case.params, case.xs, case.targets, cell=case.cell, pad_to=pad_to(dims), **case.config
     )[1]
     rtol = 10 * tolerance_for(case.dtype)
     clipped = clip_level(actual, expected, wrong, rtol)
@@ -409,7 +423,7 @@ def hints(
         # A constant factor explains every symptom; the probes below would only echo it.
         return [*found, explained]
 
-    prefix = [passes(fn, sliced(case, T=k), keys, target) for k in range(1, T)]
+    prefix = [passes(fn, sliced(case, T=k), keys, target, timeout) for k in range(1, T)]
     right_until = next((k for k, ok in enumerate(prefix, start=1) if not ok), T) - 1
     carried = " and ".join(_CARRIED[k] for k in CELLS[case.cell].states)
     if T >= 2 and right_until >= 1 and not any(prefix[right_until:]):
@@ -437,7 +451,7 @@ def hints(
                 f"the backward pass looks truncated after {right_until} steps; BPTT runs {what} "
                 "back to t = 0 from every step"
             )
-    if B >= 2 and passes(fn, sliced(case, B=1), keys, target):
+    if B >= 2 and passes(fn, sliced(case, B=1), keys, target, timeout):
         found.append(
             f"right for B = 1 (the first row of this case), wrong for B = {B} in "
             f"{', '.join(wrong)}: a sum over the batch is missing or runs over the wrong axis "

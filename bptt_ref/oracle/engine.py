@@ -97,6 +97,8 @@ def _padded_case(
     params: Mapping[str, Any],
     xs: Any,
     targets: Any,
+    pad_to: Mapping[str, int] | None = None,
+    /,
     *,
     cell: str,
     hidden: str,
@@ -106,7 +108,8 @@ def _padded_case(
     """Check a case and pad it to its bucket: ``(real arrays, dims, oracle arguments)``.
 
     The arguments are those of :func:`step_losses`: padded float64 ``arrays`` and
-    ``targets``, the (T, B, O) validity masks, and the hidden and head indices.
+    ``targets``, the (T, B, O) validity masks, and the hidden and head indices. A dim
+    named in ``pad_to`` is padded to at least that size (see :func:`reference`).
     """
     spec = cell_named(cell)
     check_names(hidden, output, loss, cell=spec)
@@ -115,7 +118,7 @@ def _padded_case(
     real = {**p, "xs": x}
     T, B, D = x.shape
     dims = {"T": T, "B": B, "D": D, "H": p["h0"].shape[-1], "O": y.shape[-1]}
-    size = bucket(dims)
+    size = {d: max(n, (pad_to or {}).get(d, 0)) for d, n in bucket(dims).items()}
     layout = _layout(cell)
     args = (
         {k: _padded(v, layout[k], size) for k, v in real.items()},
@@ -326,6 +329,7 @@ def reference(
     loss: str = "mse",
     dtype: Any = None,
     noise: bool = True,
+    pad_to: Mapping[str, int] | None = None,
 ) -> Reference:
     """The oracle's loss and gradients in float64, and the rounding noise of a peer.
 
@@ -339,9 +343,12 @@ def reference(
     textbook functions and differentiated in ``dtype`` (the dtype of the result to be
     judged; default the inputs'): how far a correct implementation in that dtype strays on
     this very case. ``noise=False`` skips the peer and leaves ``Reference.noise`` as ``None``.
+    ``pad_to`` (dim name -> size) pads those dims to at least that size instead of their
+    bucket: the result is the same (the padding is exact), and cases of many sizes that
+    share one ``pad_to`` share one compilation.
     """
     config = {"cell": cell, "hidden": hidden, "output": output, "loss": loss}
-    real, dims, args = _padded_case(params, xs, targets, **config)
+    real, dims, args = _padded_case(params, xs, targets, pad_to, **config)
     judged = np.dtype(real["xs"].dtype if dtype is None else dtype)
     layout = _layout(cell)
 
@@ -366,14 +373,22 @@ def judge(
     loss: str = "mse",
     dtype: Any = None,
     keys: Iterable[str] | None = None,
+    pad_to: Mapping[str, int] | None = None,
 ) -> tuple[Reference, list[KeyComparison]]:
     """Judge gradients ``actual`` of this case against the oracle (see :mod:`bptt_ref.compare`).
 
     The peer's noise only ever widens a bound, so it is computed only when a key fails
     without it: the verdicts are those of ``compare_gradients(actual, reference(...))``
-    at half the cost for the cases that pass.
+    at half the cost for the cases that pass. ``pad_to`` as for :func:`reference`.
     """
-    config = {"cell": cell, "hidden": hidden, "output": output, "loss": loss, "dtype": dtype}
+    config = {
+        "cell": cell,
+        "hidden": hidden,
+        "output": output,
+        "loss": loss,
+        "dtype": dtype,
+        "pad_to": pad_to,
+    }
     return judge_against(
         actual, lambda noise: reference(params, xs, targets, noise=noise, **config), keys=keys
     )
@@ -413,8 +428,10 @@ def loss_and_grad(
     hidden: str = "tanh",
     output: str = "identity",
     loss: str = "mse",
+    pad_to: Mapping[str, int] | None = None,
 ) -> tuple[float, dict[str, NDArray[np.float64]]]:
-    """The oracle's ``(L, grads)`` in float64, for the arguments of ``bptt_ref.loss_and_grad``."""
+    """The oracle's ``(L, grads)`` in float64, for the arguments of ``bptt_ref.loss_and_grad``
+    (``pad_to`` as for :func:`reference`)."""
     config = {"cell": cell, "hidden": hidden, "output": output, "loss": loss}
-    ref = reference(params, xs, targets, noise=False, **config)
+    ref = reference(params, xs, targets, noise=False, pad_to=pad_to, **config)
     return ref.loss, ref.grads
