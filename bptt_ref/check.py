@@ -204,10 +204,11 @@ def add_kernel_options(check: argparse.ArgumentParser) -> None:
         type=_sizes,
         default="kernel",
         metavar="small|kernel|E1,E2,...",
-        help="kernel (default): half the cases small, half with one of T, B, D, H, O on a "
-        "kernel boundary (T at 63, 64, 65, 127, ... 257; B, D, H, O at 7, 8, 9, 15, ... 129); "
-        "small: every dim uniform up to its --max; a list such as 24,48: the boundaries "
-        "e-1, e, e+1 of those edges for every dim",
+        help="kernel (default): after the small cases, one case at each boundary size of "
+        "each dim (T at 63, 64, 65, 127, ... 257; B, D, H, O at 7, 8, 9, 15, ... 129), a "
+        "failure shrunk to the boundary; small: no boundary cases, every dim uniform up to "
+        "its --max; a list such as 24,48: the boundaries e-1, e, e+1 of those edges for "
+        "every dim",
     )
     for dim, what, kernel, small in (
         ("T", "longest sequence", 257, 16),

@@ -94,14 +94,18 @@ def check_gradients(
 ) -> CheckResult:
     """Run ``fn`` on Hypothesis-drawn cases and judge every returned key against the oracle.
 
-    Cases come from :func:`bptt_ref.strategies.cases` restricted to this cell,
-    configuration and ``dtype``, with every weight regime and input style, and shapes of
-    ``sizes`` (:func:`bptt_ref.strategies.dims`): by default half are small (T ≤ 16, B, D,
-    O ≤ 4, H ≤ 8) and half put one dim on a kernel's boundary (T at 63, 64, 65, 127 … 257;
-    B, D, H or O at 7, 8, 9, 15 … 129). The first failure is shrunk to the smallest case
-    (a boundary size to the smallest boundary past which ``fn`` fails), which is saved as
-    ``bptt-ref-failure-<name>.npz`` in ``save_dir`` (default: a fresh temporary
-    directory) and described in the result's :class:`Report`.
+    First ``max_examples`` small cases drawn by Hypothesis (:func:`bptt_ref.strategies.cases`
+    restricted to this cell, configuration and ``dtype``: T ≤ 16, B, D, O ≤ 4, H ≤ 8, all
+    in the oracle's smallest compilation bucket; every weight regime and input style). Then,
+    unless ``sizes="small"``, one case at each boundary size of each dim, the others small:
+    by default T at 63, 64, 65, 127, 128, 129, 255, 256, 257 and each of B, D, H, O at
+    7, 8, 9, 15, 16, 17 … 127, 128, 129, 69 cases in all (one compilation of the oracle per
+    dim; Hypothesis alone, drawing the same shape for several cases in a row, would leave
+    most boundaries untried in a short run). A failure there is shrunk first to the
+    smallest boundary size of that dim that fails (the boundary the bug lives past), then
+    by Hypothesis over small cases with that dim held there. Any failure is shrunk to the
+    smallest case, which is saved as ``bptt-ref-failure-<name>.npz`` in ``save_dir``
+    (default: a fresh temporary directory) and described in the result's :class:`Report`.
 
     Besides the gradients, every call is checked for three faults of real kernels, each
     a failure of the check: ``fn`` not returning within ``timeout`` seconds (reported on
@@ -122,11 +126,12 @@ def check_gradients(
         dtype: float64 or float32, the dtype of every array ``fn`` receives.
         max_examples: how many cases to try before declaring ``fn`` right.
         seed: seeds the search, so a run is reproducible.
-        sizes: ``"kernel"``, ``"small"`` (T ≤ max_T, B ≤ max_B, H ≤ max_H, D, O ≤ 4,
-            uniformly) or a list of edges e, whose boundaries e − 1, e, e + 1 replace the
-            kernel widths and chunk lengths for every dim.
-        max_T, max_H, max_B: the largest T, H and B drawn (``None``: 257, 129, 129 for
-            ``"kernel"``, the largest boundary size of a list, 16, 8, 4 for ``"small"``).
+        sizes: ``"kernel"``, ``"small"`` (no boundary cases; T ≤ max_T, B ≤ max_B,
+            H ≤ max_H, D, O ≤ 4, uniformly) or a list of edges e, whose boundaries
+            e − 1, e, e + 1 replace the kernel widths and chunk lengths for every dim.
+        max_T, max_H, max_B: the largest T, H and B of any case (``None``: 257, 129, 129
+            for ``"kernel"``, the largest boundary size of a list, 16, 8, 4 for
+            ``"small"``); a boundary size above it is not tried.
         timeout: seconds each call of ``fn`` may take (``None``: no limit, and ``fn`` is
             called in the caller's thread).
         repeat: calls of ``fn`` on each case that passes (1: no nondeterminism check).
