@@ -60,7 +60,7 @@ def as_array(value: Any) -> NDArray[Any]:
         Exception: whatever the conversion raised, when neither route works.
     """
     if hasattr(value, "__dlpack__") and not hasattr(value, "__array__"):
-        return np.from_dlpack(value, device="cpu")
+        return _from_dlpack(value)
     try:
         return np.asarray(value)
     except Exception:
@@ -68,8 +68,14 @@ def as_array(value: Any) -> NDArray[Any]:
         # through DLPack; anything else keeps the first error, which names its cause.
         if hasattr(value, "__dlpack__"):
             with contextlib.suppress(Exception):
-                return np.from_dlpack(value, device="cpu")
+                return _from_dlpack(value)
         raise
+
+
+def _from_dlpack(value: Any) -> NDArray[Any]:
+    if np.lib.NumpyVersion(np.__version__) < "2.1.0":
+        return np.from_dlpack(value)  # no device argument yet: host arrays only
+    return np.from_dlpack(value, device="cpu")
 
 
 def shape_name(key: str, cell: str) -> str:
@@ -231,7 +237,7 @@ def _changes(name: str, before: NDArray[Any], after: NDArray[Any]) -> str | None
     where = tuple(int(i) for i in np.argwhere(~same)[0])
     return (
         f"{name}: {int((~same).sum())} of {same.size} entries changed, the first at "
-        f"{list(where)}: {before[where]!r} became {after[where]!r}"
+        f"{list(where)}: {float(before[where]):.6g} became {float(after[where]):.6g}"
     )
 
 
@@ -270,7 +276,7 @@ def call(
     }
     after = {**{f"params[{k!r}]": given.get(k) for k in case.params}, "xs": xs, "targets": targets}
     changed = [
-        "params lost " + name if after[name] is None else _changes(name, before, after[name])
+        f"{name} was removed" if after[name] is None else _changes(name, before, after[name])
         for name, before in originals.items()
     ]
     if any(changed):
