@@ -113,6 +113,9 @@ def test_a_bug_past_a_boundary_is_shrunk_to_the_boundary(
     report = report_of(factory(cell), cell, **ONLY[dim])
     assert report.case.dims[dim] == size, report
     assert report.wrong_keys == [key], report
+    assert f"the smallest failing {dim} found is {size}, one past {size - 1}" in " ".join(
+        report.hints
+    ), report
     # The control: the sizes of today's default never reach the boundary.
     assert check_gradients(factory(cell), cell=cell, sizes="small", max_examples=20).ok
 

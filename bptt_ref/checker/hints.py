@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bptt_ref.cases import SMALL_DIMS
 from bptt_ref.cells import CELLS
 from bptt_ref.checker.protocol import (
     GradFn,
@@ -351,6 +352,24 @@ def _z_swapped(case: Case, keys: tuple[str, ...], actual: Grads, rtol: float) ->
     )
 
 
+def _past_a_boundary(dims: Mapping[str, int]) -> str | None:
+    """For a case with a dim above the small sizes and within one of a power of two e (a
+    boundary size), where a blocked kernel goes wrong; ``None`` for every other case."""
+    for d, n in dims.items():
+        if n <= SMALL_DIMS[d]:
+            continue
+        edge = 1 << round(math.log2(n))
+        if abs(n - edge) > 1:
+            continue
+        where = {edge + 1: "one past", edge: "exactly", edge - 1: "one short of"}[n]
+        return (
+            f"the smallest failing {d} found is {n}, {where} {edge}, and the cases tried "
+            f"with {d} ≤ {SMALL_DIMS[d]} passed: look at how fn handles {d} around a block of "
+            f"{edge} (the last partial tile, vector or chunk, or a tail assumed to exist)"
+        )
+    return None
+
+
 def hints(
     fn: GradFn,
     case: Case,
@@ -475,6 +494,9 @@ def hints(
             f"b_y = Σ_t Σ_b ∂L/∂z_{{t,b}} is wrong even at a single step: check the gradient "
             f"of {case.loss} after {case.output} with respect to the logits z"
         )
+    boundary = _past_a_boundary(dims)
+    if boundary is not None:
+        found.append(boundary)
     if rnn and len(wrong) == 1 and len(keys) > 1 and not found:
         found.append(
             f"only {wrong[0]} is wrong, so what it shares with the right keys is right: "
