@@ -281,3 +281,27 @@ def test_torch_tensors_are_read() -> None:
 def test_bad_kernel_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_gradients(kernels.right("rnn"), **options)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_padding_a_dim_wider_leaves_the_oracle_unchanged(cell: str) -> None:
+    # The checker pads every large dim to one wide bucket (pad_to): exact, as the
+    # oracle's own padding is, up to the rounding of sums whose length follows the pad.
+    from bptt_ref import jax_reference
+    from bptt_ref.cases import make_case
+    from bptt_ref.checker.protocol import pad_to
+
+    dims = {"T": 3, "B": 9, "D": 2, "H": 5, "O": 2}
+    case = make_case(
+        dims=dims, hidden="tanh", output="identity", loss="mse", dtype=np.float64,
+        regime="near_critical", style="normal", seed=1, cell=cell,
+    )  # fmt: skip
+    assert pad_to(dims) == {"B": 256}
+    args = (case.params, case.xs, case.targets)
+    plain = jax_reference.reference(*args, cell=cell, noise=False, **case.config)
+    wide = jax_reference.reference(
+        *args, cell=cell, noise=False, pad_to={"B": 256, "H": 64}, **case.config
+    )
+    assert wide.loss == pytest.approx(plain.loss, rel=1e-13)
+    for k, g in plain.grads.items():
+        np.testing.assert_allclose(wide.grads[k], g, rtol=1e-12, atol=1e-14, err_msg=k)
