@@ -11,6 +11,7 @@ without Hypothesis.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -21,7 +22,79 @@ from bptt_ref import stack
 from bptt_ref._activations import softmax
 from bptt_ref.cells import CELLS
 
-__all__ = ["INPUT_STYLES", "REGIMES", "Case", "Config", "Network", "make_case"]
+__all__ = [
+    "INPUT_STYLES",
+    "KERNEL_STEPS",
+    "KERNEL_WIDTHS",
+    "REGIMES",
+    "SMALL_DIMS",
+    "Case",
+    "Config",
+    "Network",
+    "boundary_sizes",
+    "make_case",
+    "size_plan",
+]
+
+SMALL_DIMS: dict[str, int] = {"T": 16, "B": 4, "D": 4, "H": 8, "O": 4}
+"""The largest T, B, D, H, O of a small case: every small case fits the JAX oracle's
+smallest compilation bucket, so one compilation serves them all."""
+
+KERNEL_WIDTHS: tuple[int, ...] = (8, 16, 32, 64, 128)
+"""The vector and tile widths kernels block B, D, H and O by (SIMD lanes, warps, tiles)."""
+
+KERNEL_STEPS: tuple[int, ...] = (64, 128, 256)
+"""The chunk lengths kernels block the time steps by."""
+
+
+def boundary_sizes(edges: Iterable[int]) -> tuple[int, ...]:
+    """The sizes on and around each edge e, ``e - 1, e, e + 1`` (those >= 1), ascending.
+
+    A kernel's bug in its last partial tile or chunk shows first at ``e + 1``, one in a
+    full tile's last lane at ``e``, and one that assumes a tail at ``e - 1``.
+    """
+    return tuple(sorted({n for e in edges for n in (e - 1, e, e + 1) if n >= 1}))
+
+
+def size_plan(
+    sizes: str | Sequence[int], bounds: Mapping[str, int | None], min_T: int = 1
+) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, ...]]]:
+    """``(small, boundary)``: per dim T, B, D, H, O the range ``(low, high)`` of its small
+    sizes and the boundary sizes within its bounds.
+
+    ``sizes``: ``"small"`` (no boundary sizes; the range runs to the bound, by default
+    ``SMALL_DIMS``), ``"kernel"`` (T around ``KERNEL_STEPS``, B, D, H, O around
+    ``KERNEL_WIDTHS``) or a list of edges for every dim; then the small range stops at
+    ``SMALL_DIMS`` and an unset bound is the largest boundary size. ``bounds`` maps a
+    dim to its largest size (``None`` or absent: the default); T starts at ``min_T``,
+    every other dim at 1.
+
+    Raises:
+        ValueError: an unknown ``sizes``, a non-positive edge, or a bound below its start.
+    """
+    edges: dict[str, tuple[int, ...]]
+    if sizes == "small":
+        edges = dict.fromkeys(SMALL_DIMS, ())
+    elif sizes == "kernel":
+        edges = {d: KERNEL_STEPS if d == "T" else KERNEL_WIDTHS for d in SMALL_DIMS}
+    elif isinstance(sizes, str):
+        raise ValueError(f"sizes={sizes!r}; expected 'small', 'kernel' or a list of edges")
+    else:
+        listed = tuple(sizes)
+        if not listed or not all(isinstance(e, int) and e >= 1 for e in listed):
+            raise ValueError(f"sizes={sizes!r}; a list of edges needs positive integers")
+        edges = dict.fromkeys(SMALL_DIMS, listed)
+    small, boundary = {}, {}
+    for d, small_max in SMALL_DIMS.items():
+        low, bound = (min_T if d == "T" else 1), bounds.get(d)
+        around = boundary_sizes(edges[d])
+        high = bound if bound is not None else max(around, default=small_max)
+        if not 0 <= low <= high:
+            raise ValueError(f"need 0 <= min_{d} <= max_{d}; got {low} and {high}")
+        small[d] = (low, high if not around else max(low, min(small_max, high)))
+        boundary[d] = tuple(n for n in around if low <= n <= high)
+    return small, boundary
+
 
 REGIMES: dict[str, float] = {"contracting": 0.5, "near_critical": 1.0, "expanding": 1.5}
 """Weight regimes: the spectral radius of ``W`` (each gate's block of ``W_hh``) each one sets."""

@@ -252,12 +252,15 @@ def run(args: argparse.Namespace) -> int:
                 result = check_gradients(
                     checked,
                     cell=args.cell,
-                    **config,
+                    hidden=config["hidden"],
+                    output=config["output"],
+                    loss=config["loss"],
                     dtype=args.dtype,
                     max_examples=args.examples,
                     seed=args.seed,
                     max_T=args.max_T,
                     max_H=args.max_H,
+                    **kernel_options(args),
                     save_dir=args.save_dir,
                     name=name,
                     binding=reproducer,
@@ -301,6 +304,14 @@ def _one(args: argparse.Namespace, console: Any, config: dict[str, str], result:
         v = result.worst[key]
         table.add_row(key, f"{v.err:.2g}", f"{v.bound:.2g}", f"{v.err / v.bound:.2g}")
     console.print(table)
+    if any(result.spread.values()):
+        differ = ", ".join(f"{k} {r:.2g}" for k, r in result.spread.items() if r)
+        console.print(
+            f"note: fn gave different gradients on two calls of one case, within the "
+            f"tolerance (largest difference / tolerance: {differ})",
+            markup=False,
+            soft_wrap=True,
+        )
     console.print(
         f"ok: {', '.join(result.keys)} agree with the reference on {result.examples} cases "
         f"({settings} dtype={args.dtype}, seed {args.seed}) in {result.time_spent}",
@@ -308,6 +319,72 @@ def _one(args: argparse.Namespace, console: Any, config: dict[str, str], result:
         soft_wrap=True,
     )
     return OK
+
+
+def _sizes(text: str) -> str | list[int]:
+    if text in ("small", "kernel"):
+        return text
+    try:
+        edges = [int(e) for e in text.split(",")]
+    except ValueError:
+        edges = []
+    if not edges or min(edges) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not small, kernel or a comma-separated list of positive edges"
+        )
+    return edges
+
+
+def add_kernel_options(check: argparse.ArgumentParser) -> None:
+    """The options of the shapes drawn and of the faults of real kernels checked besides."""
+    check.add_argument(
+        "--sizes",
+        type=_sizes,
+        default="kernel",
+        metavar="small|kernel|E1,E2,...",
+        help="kernel (default): after the small cases, one case at each boundary size of "
+        "each dim (T at 63, 64, 65, 127, ... 257; B, D, H, O at 7, 8, 9, 15, ... 129), a "
+        "failure shrunk to the boundary; small: no boundary cases, every dim uniform up to "
+        "its --max; a list such as 24,48: the boundaries e-1, e, e+1 of those edges for "
+        "every dim",
+    )
+    for dim, what, kernel, small in (
+        ("T", "longest sequence", 257, 16),
+        ("H", "largest hidden size", 129, 8),
+        ("B", "largest batch", 129, 4),
+    ):
+        check.add_argument(
+            f"--max-{dim}",
+            dest=f"max_{dim}",
+            type=int,
+            default=None,
+            help=f"{what} (default {kernel} with --sizes kernel, {small} with small)",
+        )
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="fail, naming the case, when one call of fn takes longer (default 60; 0: none)",
+    )
+    check.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        metavar="N",
+        help="calls of fn on each case it passes, to catch nondeterminism (default 2; 1: off)",
+    )
+
+
+def kernel_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``check_gradients`` that :func:`add_kernel_options` sets
+    (``--max-T`` and ``--max-H`` are passed with the others)."""
+    return {
+        "sizes": args.sizes,
+        "max_B": args.max_B,
+        "timeout": args.timeout or None,
+        "repeat": args.repeat,
+    }
 
 
 def _many(
@@ -424,12 +501,7 @@ def add_parser(commands: Any) -> None:
     )
     check.add_argument("--examples", type=int, default=100, help="cases to try (default 100)")
     check.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
-    check.add_argument(
-        "--max-T", dest="max_T", type=int, default=16, help="longest sequence (default 16)"
-    )
-    check.add_argument(
-        "--max-H", dest="max_H", type=int, default=8, help="largest hidden size (default 8)"
-    )
+    add_kernel_options(check)
     check.add_argument(
         "--save-dir",
         default=None,

@@ -21,25 +21,39 @@ from hypothesis.errors import InvalidArgument
 from bptt_ref._activations import HIDDEN
 from bptt_ref._losses import VALID_HEADS
 from bptt_ref.cases import INPUT_STYLES as INPUT_STYLES
+from bptt_ref.cases import KERNEL_STEPS as KERNEL_STEPS
+from bptt_ref.cases import KERNEL_WIDTHS as KERNEL_WIDTHS
 from bptt_ref.cases import REGIMES as REGIMES
+from bptt_ref.cases import SMALL_DIMS as SMALL_DIMS
 from bptt_ref.cases import Case as Case
 from bptt_ref.cases import Config as Config
 from bptt_ref.cases import Network as Network
+from bptt_ref.cases import boundary_sizes as boundary_sizes
 from bptt_ref.cases import make_case as make_case
+from bptt_ref.cases import size_plan as size_plan
 from bptt_ref.cells import CELLS
 
-# The case model (Case, make_case, REGIMES, INPUT_STYLES, Config) lives in the NumPy-only
+# The case model (Case, make_case, REGIMES, INPUT_STYLES, Config, the sizes) lives in the NumPy-only
 # bptt_ref.cases; it is re-exported here, where users of the strategies have imported it.
 __all__ = [
     "INPUT_STYLES",
+    "KERNEL_STEPS",
+    "KERNEL_WIDTHS",
     "REGIMES",
+    "SMALL_DIMS",
     "Case",
     "Config",
     "Network",
+    "boundary_sizes",
     "cases",
     "configurations",
+    "dims",
     "make_case",
+    "size_plan",
 ]
+
+Sizes = str | Sequence[int]
+"""``"small"``, ``"kernel"`` or the edges (tile, vector, chunk widths) to cross."""
 
 
 def configurations(
@@ -57,10 +71,42 @@ def configurations(
     return st.sampled_from([(h, o, lo) for h, (o, lo) in itertools.product(hidden, heads)])
 
 
-def _size(name: str, low: int, high: int) -> st.SearchStrategy[int]:
-    if not 0 <= low <= high:
-        raise InvalidArgument(f"need 0 <= min_{name} <= max_{name}; got {low} and {high}")
-    return st.integers(low, high)
+@st.composite
+def dims(
+    draw: st.DrawFn,
+    *,
+    sizes: Sizes = "small",
+    min_T: int = 1,
+    max_T: int | None = None,
+    max_B: int | None = None,
+    max_D: int | None = None,
+    max_H: int | None = None,
+    max_O: int | None = None,
+) -> dict[str, int]:
+    """Sizes ``{"T", "B", "D", "H", "O"}`` of a case, small or on a kernel's boundaries.
+
+    ``sizes="small"``: every dim uniform in [1, max] (T in [min_T, max_T]); an unset max
+    is the small default, ``SMALL_DIMS`` (T 16, B 4, D 4, H 8, O 4).
+
+    ``sizes="kernel"`` or a list of edges: every dim small as above (each max capped by
+    ``SMALL_DIMS``), and in most draws *one* dim on a boundary instead, a size of
+    :func:`bptt_ref.cases.boundary_sizes` of the edges (``"kernel"``: T around
+    ``KERNEL_STEPS`` 64, 128, 256; B, D, H, O around ``KERNEL_WIDTHS`` 8 … 128; a list:
+    those edges for every dim) up to its max; an unset max is then the largest boundary
+    size. One dim at a time keeps each case as cheap as its one large dim, and
+    Hypothesis shrinks a boundary size towards the smallest one that still fails: the
+    boundary the bug lives past.
+    """
+    bounds = {"T": max_T, "B": max_B, "D": max_D, "H": max_H, "O": max_O}
+    try:
+        small, boundary = size_plan(sizes, bounds, min_T)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    drawn = {d: draw(st.integers(low, high)) for d, (low, high) in small.items()}
+    stressed = draw(st.sampled_from([None, *(d for d, b in boundary.items() if b)]))
+    if stressed is not None:
+        drawn[stressed] = draw(st.sampled_from(boundary[stressed]))
+    return drawn
 
 
 @st.composite
@@ -73,23 +119,27 @@ def cases(
     dtypes: Sequence[Any] = (np.float64, np.float32),
     regimes: Sequence[str] = tuple(REGIMES),
     styles: Sequence[str] = INPUT_STYLES,
+    sizes: Sizes = "small",
     min_T: int = 1,
-    max_T: int = 16,
-    max_B: int = 4,
-    max_D: int = 4,
-    max_H: int = 8,
-    max_O: int = 4,
+    max_T: int | None = None,
+    max_B: int | None = None,
+    max_D: int | None = None,
+    max_H: int | None = None,
+    max_O: int | None = None,
     layers: Sequence[int] = (1,),
     bidirectional: Sequence[bool] = (False,),
 ) -> Case:
     """Test cases over cells, shapes, configurations, dtypes, weight regimes and input styles.
 
     ``cells`` are names of ``bptt_ref.cells.CELLS`` (default: the vanilla RNN only); a
-    gated cell draws only the hidden activations it accepts (``"tanh"``). Every dim but
-    T starts at 1; the defaults keep every case in the JAX oracle's smallest compilation
-    bucket. ``layers`` and ``bidirectional`` are the ``num_layers`` and ``bidirectional``
-    of :mod:`bptt_ref.stack` to draw from (default: the single cell); a choice of one is
-    not drawn, so the default draws exactly what it drew before stacks existed.
+    gated cell draws only the hidden activations it accepts (``"tanh"``). The shapes
+    come from :func:`dims` with ``sizes`` and the bounds: by default small, every dim
+    from 1 (T from ``min_T``) to 16, 4, 4, 8, 4 (T, B, D, H, O), all in the JAX oracle's
+    smallest compilation bucket; ``sizes="kernel"`` adds cases on tile, vector and chunk
+    boundaries. ``layers`` and ``bidirectional`` are the ``num_layers`` and
+    ``bidirectional`` of :mod:`bptt_ref.stack` to draw from (default: the single cell); a
+    choice of one is not drawn, so the default draws exactly what it drew before stacks
+    existed.
     """
     for n in layers:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -116,22 +166,24 @@ def cases(
     allowed = [s for s in styles if not (s == "large" and (output, loss) == ("softmax", "mse"))]
     if not allowed:
         raise InvalidArgument("styles=('large',) cannot be drawn with the softmax + mse head")
-    dims = {
-        "T": draw(_size("T", min_T, max_T)),
-        "B": draw(_size("B", 1, max_B)),
-        "D": draw(_size("D", 1, max_D)),
-        "H": draw(_size("H", 1, max_H)),
-        "O": draw(_size("O", 1, max_O)),
-    }
+    shape = dims(
+        sizes=sizes, min_T=min_T, max_T=max_T, max_B=max_B, max_D=max_D, max_H=max_H, max_O=max_O
+    )
+    dtype = draw(st.sampled_from([np.dtype(d) for d in dtypes]))
+    regime = draw(st.sampled_from(list(regimes)))
+    style = draw(st.sampled_from(allowed))
+    seed = draw(st.integers(0, 2**32 - 1))
     return make_case(
-        dims=dims,
+        # Drawn last: Hypothesis's generator varies the last choices of a case most, so
+        # the shapes vary from case to case instead of repeating for several.
+        dims=draw(shape),
         hidden=hidden_name,
         output=output,
         loss=loss,
-        dtype=draw(st.sampled_from([np.dtype(d) for d in dtypes])),
-        regime=draw(st.sampled_from(list(regimes))),
-        style=draw(st.sampled_from(allowed)),
-        seed=draw(st.integers(0, 2**32 - 1)),
+        dtype=dtype,
+        regime=regime,
+        style=style,
+        seed=seed,
         cell=cell,
         num_layers=layers[0] if len(layers) == 1 else draw(st.sampled_from(list(layers))),
         bidirectional=(

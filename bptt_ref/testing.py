@@ -32,6 +32,17 @@ Dtypes: with ``dtype=float64`` every returned array must be float64; with
 of :mod:`bptt_ref.compare` either way (a float64 computation from float32 inputs is
 welcome; it is simply more accurate than it needs to be).
 
+Arrays: ``fn`` receives NumPy arrays and may return anything NumPy reads through
+``__array__`` (NumPy arrays, torch CPU tensors, JAX arrays) or ``__dlpack__`` (any
+array-API library; a device array where its library can copy it to the host). A
+float32 JAX array where float64 is expected gets a message saying how to turn on JAX's
+64-bit mode.
+
+Besides the gradients, the check fails when ``fn`` does not return within ``timeout``
+seconds, writes into an array it was given, or answers one case differently on two
+calls by more than the tolerance (``repeat``); and by default it tries every dim at the
+boundaries of the tile, vector and chunk widths kernels use (``sizes``).
+
 Each case is judged by :func:`bptt_ref.jax_reference.judge`, the tolerance model of
 :mod:`bptt_ref.compare` and nothing else. A failure is shrunk by Hypothesis to the
 smallest case; the :class:`Report` names the wrong keys with their errors, saves the

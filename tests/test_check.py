@@ -55,7 +55,9 @@ def check(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedPro
 def test_right_implementations_pass(
     env: dict[str, str], tmp_path: Path, target: str, args: list[str]
 ) -> None:
-    done = check(env, tmp_path, target, "--examples", "200", *args)
+    # Small sizes only: the boundary sizes are tests/test_kernel_checks.py's, and each dim
+    # of them costs this fresh process a compilation.
+    done = check(env, tmp_path, target, "--examples", "200", "--sizes", "small", *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "agree with the reference on 200 cases" in done.stdout
     split = r"in [\d.]+ s \([\d.]+ s compiling the oracle, [\d.]+ s on the cases\)"
@@ -200,7 +202,7 @@ def launched(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Completed
 def test_path_target_imports_the_files_beside_it(env: dict[str, str], folder: Path) -> None:
     elsewhere = folder.parent / "elsewhere"
     target = f"{folder / 'client.py'}:grad"
-    done = launched(env, elsewhere, "check", target, "--examples", "5")
+    done = launched(env, elsewhere, "check", target, "--examples", "5", "--sizes", "small")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "agree with the reference on 5 cases" in done.stdout
 

@@ -67,7 +67,15 @@ def test_right_client_passes_the_command_which_names_the_cell(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = command(
-        tmp_path, capsys, "planted.gru:grad", "--cell", "gru", "--examples", "20"
+        tmp_path,
+        capsys,
+        "planted.gru:grad",
+        "--cell",
+        "gru",
+        "--examples",
+        "20",
+        "--sizes",
+        "small",
     )
     assert code == 0, out + err
     assert "agree with the reference on 20 cases (cell=gru hidden=tanh" in " ".join(out.split())

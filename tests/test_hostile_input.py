@@ -563,6 +563,9 @@ def turncoats(draw: st.DrawFn) -> Hostile:
 PARKED = SimpleNamespace(fn=None)
 """`bptt-ref check` loads its target by name, so each drawn function is parked here."""
 MAX_T = MAX_H = 3  # small cases: fn and the oracle stay fast
+# A turncoat turns after a count of calls, so each case is called once (repeat 1) to keep
+# that count the test's own: a second call of a case would meet the turn as
+# nondeterminism, tests/test_kernel_checks.py's subject. No boundary sizes: small cases.
 
 
 @pytest.fixture(scope="module")
@@ -582,6 +585,8 @@ def _api(hostile: Hostile, save_dir: Path, examples: int) -> tuple[Any, list[lis
             max_examples=examples,
             max_T=MAX_T,
             max_H=MAX_H,
+            sizes="small",
+            repeat=1,
             save_dir=save_dir,
         )
     except ProtocolError as error:
@@ -597,7 +602,7 @@ def _cli(hostile: Hostile, save_dir: Path, examples: int) -> tuple[int, str, str
     argv = [
         "check", f"{__name__}:PARKED.fn", *config, f"--dtype={hostile.dtype}",
         f"--examples={examples}", f"--max-T={MAX_T}", f"--max-H={MAX_H}",
-        f"--save-dir={save_dir}",
+        "--sizes=small", "--repeat=1", f"--save-dir={save_dir}",
     ]  # fmt: skip
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

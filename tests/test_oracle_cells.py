@@ -69,7 +69,7 @@ def padded_buckets_disagree(cell: str, seed: int, loss: str, output: str) -> lis
     """The keys whose gradient or loss changes between the default and the doubled buckets
     (beyond the rounding of sums whose tree shape follows the padded size)."""
     params, xs, targets = random_case(cell, seed, loss=loss)
-    config = {"cell": cell, "output": output, "loss": loss}
+    config: dict[str, Any] = {"cell": cell, "output": output, "loss": loss}
     small = jax_reference.reference(params, xs, targets, noise=False, **config)
     floors = dict(engine._FLOORS)
     try:

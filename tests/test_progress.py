@@ -71,7 +71,9 @@ def test_check_tells_its_phase_and_splits_its_time() -> None:
 
 def test_passing_check_splits_its_time() -> None:
     told: list[tuple[str, int, int]] = []
-    result = check_gradients(batched.grad, max_examples=10, progress=lambda *a: told.append(a))
+    result = check_gradients(
+        batched.grad, max_examples=10, sizes="small", progress=lambda *a: told.append(a)
+    )
     assert result.ok
     assert [e for p, e, _ in told if p == "searching"] == list(range(1, 11))
     assert 0 <= result.compiling <= result.seconds

@@ -22,8 +22,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bptt_ref.cases import SMALL_DIMS
 from bptt_ref.cells import CELLS
-from bptt_ref.checker.protocol import GradFn, ProtocolError, Raised, call, judge
+from bptt_ref.checker.protocol import (
+    GradFn,
+    Hung,
+    ProtocolError,
+    Raised,
+    Scribbled,
+    call,
+    judge,
+    pad_to,
+)
 from bptt_ref.checker.report import STYLE_MEANING
 from bptt_ref.compare import KeyComparison, tolerance_for
 
@@ -64,13 +74,16 @@ def sliced(case: Case, *, T: int | None = None, B: int | None = None) -> Case:
     )
 
 
-def passes(fn: GradFn, case: Case, keys: tuple[str, ...], target: str) -> bool | None:
-    """Whether fn is right on ``case``; ``None`` when it raises or breaks the protocol there."""
+def passes(
+    fn: GradFn, case: Case, keys: tuple[str, ...], target: str, timeout: float | None = None
+) -> bool | None:
+    """Whether fn is right on ``case``; ``None`` when it raises, hangs past ``timeout``,
+    writes into its inputs or breaks the protocol there."""
     try:
-        _, actual = call(fn, case, keys, target)
-    except (Raised, ProtocolError):
+        _, actual = call(fn, case, keys, target, timeout=timeout)
+    except (Raised, Hung, Scribbled, ProtocolError):
         return None
-    return all(v.ok for v in judge(actual, case, keys))
+    return all(v.ok for v in judge(actual, case, keys)[1])
 
 
 def common_factor(actual: Grads, expected: Grads, keys: list[str], rtol: float) -> float | None:
@@ -445,6 +458,24 @@ def _z_swapped(case: Case, keys: tuple[str, ...], actual: Grads, rtol: float) ->
     )
 
 
+def _past_a_boundary(dims: Mapping[str, int]) -> str | None:
+    """For a case with a dim above the small sizes and within one of a power of two e (a
+    boundary size), where a blocked kernel goes wrong; ``None`` for every other case."""
+    for d, n in dims.items():
+        if n <= SMALL_DIMS[d]:
+            continue
+        edge = 1 << round(math.log2(n))
+        if abs(n - edge) > 1:
+            continue
+        where = {edge + 1: "one past", edge: "exactly", edge - 1: "one short of"}[n]
+        return (
+            f"the smallest failing {d} found is {n}, {where} {edge}, and the cases tried "
+            f"with {d} ≤ {SMALL_DIMS[d]} passed: look at how fn handles {d} around a block of "
+            f"{edge} (the last partial tile, vector or chunk, or a tail assumed to exist)"
+        )
+    return None
+
+
 def hints(
     fn: GradFn,
     case: Case,
@@ -453,11 +484,13 @@ def hints(
     verdicts: list[KeyComparison],
     target: str,
     layout: Layout | None = None,
+    timeout: float | None = None,
 ) -> list[str]:
     """Likely causes, each stated only when the evidence on ``case`` singles it out.
 
     ``actual``, ``keys`` and ``verdicts`` are canonical; ``layout``, the layout ``fn``
-    was checked in, only names the arrays in the convention hints.
+    was checked in, only names the arrays in the convention hints; ``timeout`` bounds
+    each probing call of ``fn``, as in the search.
     """
     from bptt_ref import jax_reference
 
@@ -475,7 +508,7 @@ def hints(
             "overflowing exp"
         )
     expected = jax_reference.loss_and_grad(
-        case.params, case.xs, case.targets, cell=case.cell, **case.config
+        case.params, case.xs, case.targets, cell=case.cell, pad_to=pad_to(dims), **case.config
     )[1]
     rtol = 10 * tolerance_for(case.dtype)
     clipped = clip_level(actual, expected, wrong, rtol)
@@ -525,7 +558,7 @@ def hints(
         # A constant factor explains every symptom; the probes below would only echo it.
         return [*found, explained]
 
-    prefix = [passes(fn, sliced(case, T=k), keys, target) for k in range(1, T)]
+    prefix = [passes(fn, sliced(case, T=k), keys, target, timeout) for k in range(1, T)]
     right_until = next((k for k, ok in enumerate(prefix, start=1) if not ok), T) - 1
     carried = " and ".join(_CARRIED[k] for k in CELLS[case.cell].states)
     if T >= 2 and right_until >= 1 and not any(prefix[right_until:]):
@@ -553,7 +586,7 @@ def hints(
                 f"the backward pass looks truncated after {right_until} steps; BPTT runs {what} "
                 "back to t = 0 from every step"
             )
-    if B >= 2 and passes(fn, sliced(case, B=1), keys, target):
+    if B >= 2 and passes(fn, sliced(case, B=1), keys, target, timeout):
         found.append(
             f"right for B = 1 (the first row of this case), wrong for B = {B} in "
             f"{', '.join(wrong)}: a sum over the batch is missing or runs over the wrong axis "
@@ -577,6 +610,9 @@ def hints(
             f"b_y = Σ_t Σ_b ∂L/∂z_{{t,b}} is wrong even at a single step: check the gradient "
             f"of {case.loss} after {case.output} with respect to the logits z"
         )
+    boundary = _past_a_boundary(dims)
+    if boundary is not None:
+        found.append(boundary)
     if rnn and len(wrong) == 1 and len(keys) > 1 and not found:
         found.append(
             f"only {wrong[0]} is wrong, so what it shares with the right keys is right: "

@@ -3,13 +3,16 @@
 ``fn(params, xs, targets) -> {key: gradient}`` receives the parameters of the cell
 (``CELLS[cell].names``; of a stacked network, :func:`bptt_ref.stack.names`) and returns a
 non-empty subset of them and ``xs``, each array of its input's shape. This module checks
-the signature and every return, calls ``fn`` on copies of a case, and asks the oracle for
-its verdicts.
+the signature and every return, calls ``fn`` on copies of a case (within a time limit,
+and checking that it left its inputs alone), reads what it returns (NumPy arrays or
+anything with ``__array__`` or ``__dlpack__``), and asks the oracle for its verdicts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bptt_ref import stack
+from bptt_ref.cases import KERNEL_STEPS, KERNEL_WIDTHS, SMALL_DIMS, boundary_sizes
 from bptt_ref.cells import CELLS
-from bptt_ref.compare import KeyComparison
+from bptt_ref.compare import KeyComparison, Reference, scale_and_bound
 
 if TYPE_CHECKING:
     from bptt_ref.cases import Case
@@ -34,6 +38,46 @@ class ProtocolError(Exception):
 
 class Raised(Exception):
     """``fn`` raised; the original exception is the ``__cause__``."""
+
+
+class Hung(Exception):
+    """``fn`` did not return within the time limit; the message names the case."""
+
+
+class Scribbled(Exception):
+    """``fn`` wrote into its inputs; the message names each array changed and where."""
+
+
+def _producer(value: Any) -> str:
+    """The top-level package of ``value``'s type: ``"numpy"``, ``"torch"``, ``"jaxlib"``..."""
+    return type(value).__module__.split(".")[0]
+
+
+def as_array(value: Any) -> NDArray[Any]:
+    """``value`` as a NumPy array on the host: through ``__array__`` (NumPy arrays,
+    torch CPU tensors, JAX arrays, lists), else through ``__dlpack__`` (any array-API
+    library; a device array is copied to the host where its library can do that).
+
+    Raises:
+        Exception: whatever the conversion raised, when neither route works.
+    """
+    if hasattr(value, "__dlpack__") and not hasattr(value, "__array__"):
+        return _from_dlpack(value)
+    try:
+        return np.asarray(value)
+    except Exception:
+        # A torch tensor on a GPU refuses __array__ but may copy itself to the host
+        # through DLPack; anything else keeps the first error, which names its cause.
+        if hasattr(value, "__dlpack__"):
+            with contextlib.suppress(Exception):
+                return _from_dlpack(value)
+        raise
+
+
+def _from_dlpack(value: Any) -> NDArray[Any]:
+    if np.lib.NumpyVersion(np.__version__) < "2.1.0":
+        return np.from_dlpack(value)  # no device argument yet: host arrays only
+    return np.from_dlpack(value, device="cpu")
 
 
 def shape_name(key: str, cell: str, num_layers: int = 1, bidirectional: bool = False) -> str:
@@ -142,7 +186,7 @@ def checked_output(
             spec = layout.shape_text(case.cell, k)
         named = f"{spec} = {expected}"
         try:
-            value = np.asarray(out[k])
+            value = as_array(out[k])
         except Exception as exc:
             # A ragged list, or a tensor that refuses NumPy (torch that requires grad or
             # is on a GPU): a protocol error naming the key, not a bare ValueError that
@@ -154,7 +198,7 @@ def checked_output(
         if value.dtype not in allowed:
             raise ProtocolError(
                 f"{target} returned {k} with dtype {value.dtype} {where}; expected {need} "
-                f"(the inputs are {case.dtype})"
+                f"(the inputs are {case.dtype}){_x64_advice(out[k], value.dtype)}"
             )
         if value.shape != expected:
             source = "xs" if k == "xs" else f"params[{k!r}]"
@@ -166,53 +210,150 @@ def checked_output(
     return returned, grads
 
 
+def _x64_advice(value: Any, dtype: np.dtype[Any]) -> str:
+    """For a float32 JAX array, how to make JAX compute in float64; otherwise nothing."""
+    if _producer(value) not in ("jax", "jaxlib") or dtype != np.float32:
+        return ""
+    return (
+        ". It is a JAX array: JAX computes in float32 unless 64-bit mode is on; call "
+        'jax.config.update("jax_enable_x64", True) before fn creates its arrays, or set '
+        "JAX_ENABLE_X64=1 in the environment"
+    )
+
+
+def _run(fn: GradFn, args: tuple[Any, ...], timeout: float | None) -> Any:
+    """``fn(*args)``, raising :class:`Hung` if it has not returned after ``timeout`` s.
+
+    The call runs in a daemon thread that the caller waits for. A thread cannot be
+    killed, so a hung call is abandoned, not stopped: it sleeps or spins on until the
+    process ends, and the check ends at once with the report. That covers the hangs of
+    real kernels (a device synchronisation that never completes, a deadlock, a Python
+    loop), which wait with the GIL released or yield it. A C loop that spins holding the
+    GIL would stall the waiting thread too; only a child process could escape that, at
+    the price of pickling ``fn`` (a function loaded from a file is not picklable by
+    reference), copying every case across, re-creating GPU contexts, and forking a
+    process that already runs JAX's threads, which JAX warns may deadlock. SIGALRM
+    cannot help either: Python runs signal handlers in the main thread only, between
+    bytecodes, so never inside the C call that hangs.
+    """
+    if timeout is None:
+        return fn(*args)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["out"] = fn(*args)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            box["exc"] = exc
+
+    worker = threading.Thread(target=work, name="bptt-ref check: fn", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise Hung(f"fn has not returned after {timeout:g} s")
+    if "exc" in box:
+        raise box["exc"]
+    return box["out"]
+
+
+def _changes(name: str, before: NDArray[Any], after: NDArray[Any]) -> str | None:
+    """Where ``after`` differs from ``before`` (NaN equal to NaN), in words; ``None`` if nowhere."""
+    if after.shape != before.shape or after.dtype != before.dtype:
+        return f"{name} became {after.dtype} {after.shape} (was {before.dtype} {before.shape})"
+    same = (after == before) | (np.isnan(after) & np.isnan(before))
+    if same.all():
+        return None
+    where = tuple(int(i) for i in np.argwhere(~same)[0])
+    return (
+        f"{name}: {int((~same).sum())} of {same.size} entries changed, the first at "
+        f"{list(where)}: {float(before[where]):.6g} became {float(after[where]):.6g}"
+    )
+
+
 def call(
     fn: GradFn,
     case: Case,
     keys: tuple[str, ...] | None,
     target: str,
     layout: Layout | None = None,
+    *,
+    timeout: float | None = None,
 ) -> tuple[tuple[str, ...], dict[str, NDArray[np.float64]]]:
-    """Call ``fn`` on ``case`` and check what it returns (see :func:`checked_output`);
-    with a ``layout``, ``fn`` gets and returns arrays in it.
+    """Call ``fn`` on copies of ``case`` (in ``layout`` when given: ``fn`` gets and returns
+    arrays in it), check that it left them alone, and check what it returns (see
+    :func:`checked_output`). ``timeout``: seconds to wait (``None``: forever).
 
     Raises:
         Raised: ``fn`` raised, with its exception as the cause.
+        Hung: ``fn`` did not return within ``timeout`` seconds.
+        Scribbled: ``fn`` changed an array it was given (in training code that corrupts
+            the weights or the data).
         ProtocolError: the return breaks the protocol.
     """
-    # fn gets copies, so that an in-place update cannot change the case it is judged on.
+    # fn gets copies, so that an in-place update cannot change the case it is judged on,
+    # and the copies are compared afterwards with what they were, to catch that update.
+    args: tuple[Any, ...]
     if layout is None:
-        args: tuple[Any, ...] = (
-            {k: v.copy() for k, v in case.params.items()},
-            case.xs.copy(),
-            case.targets.copy(),
-        )
+        args = ({k: v.copy() for k, v in case.params.items()}, case.xs.copy(), case.targets.copy())
     else:
         from bptt_ref.checker.in_layout import arguments
 
         args = arguments(case, layout)
+    before = {k: np.array(v, copy=True) for k, v in _named(args, layout).items()}
     try:
-        out = fn(*args)
+        out = _run(fn, args, timeout)
+    except Hung as exc:
+        raise Hung(f"{target} {exc} on {case!r}") from None
     except Exception as exc:
         raise Raised from exc
+    after = _named(args, layout)
+    changed = [
+        f"{name} was removed" if name not in after else _changes(name, was, after[name])
+        for name, was in before.items()
+    ]
+    if any(changed):
+        raise Scribbled(
+            f"{target} wrote into its inputs on {case!r} (the arrays it was given differ "
+            "from copies taken before the call; in training code that corrupts the weights "
+            "or the data): " + "; ".join(c for c in changed if c)
+        )
     return checked_output(out, case, keys, target, layout)
+
+
+def _named(args: tuple[Any, ...], layout: Layout | None) -> dict[str, Any]:
+    """fn's arguments by the names a report gives them: ``params['U']``, ``xs``, ``targets``."""
+    params, xs, targets = args
+    flat = params if layout is None else layout.flatten(params)
+    return {**{f"params[{k!r}]": v for k, v in flat.items()}, "xs": xs, "targets": targets}
+
+
+def pad_to(dims: Mapping[str, int]) -> dict[str, int]:
+    """The size the oracle pads each large dim of a case to, so that few compilations serve
+    every size: a dim above its small size (``SMALL_DIMS``) pads to the bucket of the
+    largest kernel boundary size (T 257, widths 129), whatever its own size."""
+    from bptt_ref.jax_reference import bucket
+
+    largest = {d: max(boundary_sizes(KERNEL_STEPS if d == "T" else KERNEL_WIDTHS)) for d in dims}
+    wide = bucket(largest)
+    return {d: wide[d] for d, n in dims.items() if n > SMALL_DIMS[d]}
 
 
 def judge(
     actual: Mapping[str, Any], case: Case, keys: tuple[str, ...], layout: Layout | None = None
-) -> list[KeyComparison]:
-    """The oracle's verdict on each of ``keys`` of ``actual`` for ``case`` (keys of
-    ``layout`` when one is given)."""
+) -> tuple[Reference | None, list[KeyComparison]]:
+    """The oracle's reference for ``case`` and its verdict on each of ``keys`` of ``actual``
+    (keys of ``layout`` when one is given; then the reference is ``None``: the verdicts
+    come from the canonical arrays each entry holds)."""
     from bptt_ref import jax_reference
 
     if layout is not None:
         from bptt_ref.checker import in_layout
 
-        return in_layout.judge(actual, case, keys, layout)
+        return None, in_layout.judge(actual, case, keys, layout)
     if case.stacked:
         from bptt_ref.oracle import stack as stack_oracle
 
-        _, verdicts = stack_oracle.judge(
+        return stack_oracle.judge(
             actual,
             case.params,
             case.xs,
@@ -222,8 +363,32 @@ def judge(
             **case.network,
             **case.config,
         )
-        return verdicts
-    _, verdicts = jax_reference.judge(
-        actual, case.params, case.xs, case.targets, keys=keys, cell=case.cell, **case.config
+    return jax_reference.judge(
+        actual,
+        case.params,
+        case.xs,
+        case.targets,
+        keys=keys,
+        cell=case.cell,
+        pad_to=pad_to(case.dims),
+        **case.config,
     )
-    return verdicts
+
+
+def spread(
+    first: Mapping[str, NDArray[np.float64]],
+    again: Mapping[str, NDArray[np.float64]],
+    reference: Reference,
+) -> dict[str, float]:
+    """Per key, ``max |again - first|`` as a fraction of the key's absolute tolerance on the
+    case (``bound · scale`` of :func:`bptt_ref.compare.scale_and_bound`): above 1, the
+    difference between two calls alone is more than a right answer may be off."""
+    ratios = {}
+    for k, a in first.items():
+        scale, bound = scale_and_bound(reference, k)
+        gap = np.abs(again[k] - a)
+        gap[np.isnan(a) & np.isnan(again[k])] = 0.0  # NaN twice at one place is the same answer
+        diff = float(np.max(np.nan_to_num(gap, nan=np.inf), initial=0.0))
+        tolerance = bound * scale
+        ratios[k] = diff / tolerance if tolerance > 0 else (np.inf if diff else 0.0)
+    return ratios

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,11 @@ class Report:
             oracle (once per bucket of shapes and per dtype, by
             :func:`bptt_ref.jax_reference.compile_clock`); the rest went to running
             ``fn`` and judging its results.
+        headline: for a failure other than a wrong gradient or an exception (``fn``
+            hung, wrote into its inputs, or differs from itself), what it did; then
+            :attr:`error` holds the evidence.
+        shrunk: whether :attr:`case` was shrunk (a hang or a nondeterministic result
+            is reported on the case where it was seen).
     """
 
     target: str
@@ -61,6 +66,8 @@ class Report:
     seconds: tuple[float, float]
     compiling: tuple[float, float]
     layout: str | None = None
+    headline: str | None = None
+    shrunk: bool = True
 
     @property
     def wrong_keys(self) -> list[str]:
@@ -72,7 +79,15 @@ class Report:
 
         case = self.case
         dims = case.dims
-        what = "raised an exception" if self.error else "disagrees with the reference"
+        what = self.headline or (
+            "raised an exception" if self.error else "disagrees with the reference"
+        )
+        shrunk = (
+            f"  shrunk in {self.calls} calls of fn in "
+            f"{time_split(self.seconds[1], self.compiling[1])} to the smallest failing case:"
+            if self.shrunk
+            else f"  not shrunk ({self.calls} calls of fn); the case:"
+        )
         lines = [
             f"{self.target} {what}",
             f"  configuration: cell={case.cell} hidden={case.hidden} output={case.output} "
@@ -86,14 +101,14 @@ class Report:
             + f"; keys checked: {', '.join(self.keys)}",
             f"  first failure after {self.examples} example(s) in "
             f"{time_split(self.seconds[0], self.compiling[0])};",
-            f"  shrunk in {self.calls} calls of fn in "
-            f"{time_split(self.seconds[1], self.compiling[1])} to the smallest failing case:",
+            shrunk,
             f"    T={dims['T']} B={dims['B']} H={dims['H']} (D={dims['D']} O={dims['O']}), "
             f"regime={case.regime} style={case.style} ({STYLE_MEANING[case.style]}) "
             f"seed={case.seed}",
         ]
         if self.error is not None:
-            lines += ["", "fn raised on this case:", *indent(self.error.rstrip())]
+            label = "on this case" if self.headline else "fn raised on this case"
+            lines += ["", f"{label}:", *indent(self.error.rstrip())]
         else:
             right = [v.key for v in self.verdicts if v.ok]
             # Layout keys (recurrent_kernel, cell/hi/kernel) are longer than W_ih.
@@ -137,6 +152,9 @@ class CheckResult:
         report: ``None`` when every key agreed on every case.
         seconds: wall time of the search (with the shrinking, on a failure).
         compiling: the part of :attr:`seconds` that JAX spent compiling the oracle.
+        spread: per key, the largest difference seen between two calls of ``fn`` on
+            one case, as a fraction of the key's tolerance there (0: ``fn`` gave the
+            same answer every time; see ``repeat`` of ``check_gradients``).
     """
 
     keys: tuple[str, ...]
@@ -145,6 +163,7 @@ class CheckResult:
     report: Report | None
     seconds: float
     compiling: float
+    spread: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -185,6 +204,7 @@ def save(
     (``expected_<key>``, in ``layout`` when given, whose name is stored as ``layout``) as
     one ``bptt-ref-failure-<name>.npz`` in ``directory``; the inputs stay canonical."""
     from bptt_ref import jax_reference
+    from bptt_ref.checker.protocol import pad_to
     from bptt_ref.oracle import stack as stack_oracle
 
     if case.stacked:
@@ -193,7 +213,12 @@ def save(
         )
     else:
         _, expected = jax_reference.loss_and_grad(
-            case.params, case.xs, case.targets, cell=case.cell, **case.config
+            case.params,
+            case.xs,
+            case.targets,
+            cell=case.cell,
+            pad_to=pad_to(case.dims),
+            **case.config,
         )
     if layout is not None:
         expected = layout.grads_to_layout(case.cell, expected)

@@ -98,12 +98,17 @@ def _unpadded(arr: Any, names: Dims, shape: tuple[int, ...]) -> NDArray[np.float
 
 
 def _padded_case(
-    params: Mapping[str, Any], xs: Any, targets: Any, model: Model
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    model: Model,
+    pad_to: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, NDArray[np.floating]], dict[str, int], tuple[Any, ...]]:
     """Check a case and pad it to its bucket: ``(real arrays, dims, oracle arguments)``.
 
     The arguments are those of :func:`step_losses`: padded float64 ``arrays`` and
-    ``targets``, the (T, B, O) validity masks, and the hidden and head indices.
+    ``targets``, the (T, B, O) validity masks, and the hidden and head indices. A dim
+    named in ``pad_to`` is padded to at least that size (see :func:`reference`).
     """
     spec, hidden, output, loss = model
     cell = spec.name
@@ -112,7 +117,7 @@ def _padded_case(
     real = {**p, "xs": x}
     T, B, D = x.shape
     dims = {"T": T, "B": B, "D": D, "H": p["h0"].shape[-1], "O": y.shape[-1]}
-    size = bucket(dims)
+    size = {d: max(n, (pad_to or {}).get(d, 0)) for d, n in bucket(dims).items()}
     layout = _layout(cell)
     args = (
         {k: _padded(v, layout[k], size) for k, v in real.items()},
@@ -319,6 +324,7 @@ def reference(
     *,
     dtype: Any = None,
     noise: bool = True,
+    pad_to: Mapping[str, int] | None = None,
     **config: Unpack[Config],
 ) -> Reference:
     """The oracle's loss and gradients in float64, and the rounding noise of a peer.
@@ -334,10 +340,13 @@ def reference(
     textbook functions and differentiated in ``dtype`` (the dtype of the result to be
     judged; default the inputs'): how far a correct implementation in that dtype strays on
     this very case. ``noise=False`` skips the peer and leaves ``Reference.noise`` as ``None``.
+    ``pad_to`` (dim name -> size) pads those dims to at least that size instead of their
+    bucket: the result is the same (the padding is exact), and cases of many sizes that
+    share one ``pad_to`` share one compilation.
     """
     model = model_of(config)
     cell = model.cell.name
-    real, dims, args = _padded_case(params, xs, targets, model)
+    real, dims, args = _padded_case(params, xs, targets, model, pad_to)
     judged = np.dtype(real["xs"].dtype if dtype is None else dtype)
     layout = _layout(cell)
 
@@ -358,18 +367,21 @@ def judge(
     *,
     dtype: Any = None,
     keys: Iterable[str] | None = None,
+    pad_to: Mapping[str, int] | None = None,
     **config: Unpack[Config],
 ) -> tuple[Reference, list[KeyComparison]]:
     """Judge gradients ``actual`` of this case against the oracle (see :mod:`bptt_ref.compare`).
 
     The peer's noise only ever widens a bound, so it is computed only when a key fails
     without it: the verdicts are those of ``compare_gradients(actual, reference(...))``
-    at half the cost for the cases that pass.
+    at half the cost for the cases that pass. ``pad_to`` as for :func:`reference`.
     """
     model_of(config)
     return judge_against(
         actual,
-        lambda noise: reference(params, xs, targets, dtype=dtype, noise=noise, **config),
+        lambda noise: reference(
+            params, xs, targets, dtype=dtype, noise=noise, pad_to=pad_to, **config
+        ),
         keys=keys,
     )
 
@@ -397,8 +409,14 @@ def assert_matches_oracle(
 
 
 def loss_and_grad(
-    params: Mapping[str, Any], xs: Any, targets: Any, **config: Unpack[Config]
+    params: Mapping[str, Any],
+    xs: Any,
+    targets: Any,
+    *,
+    pad_to: Mapping[str, int] | None = None,
+    **config: Unpack[Config],
 ) -> tuple[float, dict[str, NDArray[np.float64]]]:
-    """The oracle's ``(L, grads)`` in float64, for the arguments of ``bptt_ref.loss_and_grad``."""
-    ref = reference(params, xs, targets, noise=False, **config)
+    """The oracle's ``(L, grads)`` in float64, for the arguments of ``bptt_ref.loss_and_grad``
+    (``pad_to`` as for :func:`reference`)."""
+    ref = reference(params, xs, targets, noise=False, pad_to=pad_to, **config)
     return ref.loss, ref.grads
