@@ -344,8 +344,8 @@ BUGS: dict[str, tuple[tuple[str, ...], str, str]] = {
     # to 1 there and 1 − σ(a_z) to 0, while the complex step sees σ(−a_z).
     "1 − z by subtraction": (
         tuple(VARIANTS),
-        "z, z_c = sigmoid(a_z), sigmoid(-a_z)",
-        "z, z_c = sigmoid(a_z), 1 - sigmoid(a_z)",
+        "z, z_c = logistic_pair(a_z)",
+        "z, z_c = logistic_pair(a_z)[0], 1 - logistic_pair(a_z)[0]",
     ),
 }
 PLANTED = [(bug, variant) for bug, (variants, _, _) in BUGS.items() for variant in variants]

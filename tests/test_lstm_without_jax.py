@@ -317,8 +317,8 @@ BUGS: dict[str, tuple[str, str]] = {
         "c_bar[...] = 0",
     ),
     "gate order i, f, o, g": (
-        "a_i, a_f, a_g, a_o = np.split(a, 4, axis=1)",
-        "a_i, a_f, a_o, a_g = np.split(a, 4, axis=1)",
+        "i, f, _, o = np.split(value, 4, axis=1)",
+        "i, f, o, _ = np.split(value, 4, axis=1)",
     ),
     "tanh(c_t)'s derivative dropped": (
         "dh_dc[t] = o * _tanh_prime(c, tanh_c)",
@@ -346,13 +346,11 @@ def _mutant(original: str, replacement: str) -> types.ModuleType:
 # Derivatives in their cancelling forms: exact in real arithmetic, wrong in floating point
 # at saturation, and only there.
 CANCELLING: dict[str, tuple[str, str]] = {
-    f"σ'(a_{gate}) as σ(1 − σ)": (
-        f"{lhs} * _sigmoid_prime(a_{gate})",
-        f"{lhs} * {gate} * (1 - {gate})",
-    )
-    for gate, lhs in (("i", "g"), ("f", "c_prev"), ("o", "tanh_c"))
-} | {
-    "tanh'(a_g) as 1 − g²": ("i * _tanh_prime(a_g, g)", "i * (1 - g * g)"),
+    "σ'(a) as σ(1 − σ), tanh'(a_g) as 4 σ(2a_g)(1 − σ(2a_g))": (
+        "value, complement = logistic_pair(a, scale)",
+        "value, complement = logistic_pair(a, scale)[0], 1 - logistic_pair(a, scale)[0]",
+    ),
+    "tanh'(a_g) as 1 − g²": ("d_g *= 4 * i", "d_g[...] = i * (1 - g * g)"),
     "tanh'(c_t) as 1 − tanh²(c_t)": ("o * _tanh_prime(c, tanh_c)", "o * (1 - tanh_c * tanh_c)"),
 }
 
