@@ -184,6 +184,27 @@ def test_gradient_matches_complex_step(variant: str, regime: str) -> None:
     check_complex_step(gru, CASES[regime], VARIANTS[variant])
 
 
+def test_forward_is_the_pytorch_variant_by_default() -> None:
+    params, xs, _ = CASES["contracting"]
+    assert gru.forward(params, xs).reset_after is True
+    pytorch = gru.forward(params, xs, reset_after=True)
+    np.testing.assert_array_equal(gru.forward(params, xs).h, pytorch.h)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_blocks_of_steps_change_no_bit(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The backward pass turns the forward pass into slopes a block of steps at a time; a
+    # block of one step (each step its own block) must give the bits of one block of all.
+    # Control: the default block holds every step of this case.
+    _, xs, w = CASES["expanding"]
+    T, B, H = w.shape
+    assert T * B * 4 * H * xs.itemsize <= gru._BLOCK_BYTES
+    whole = _grads(gru, CASES["expanding"], VARIANTS[variant])
+    monkeypatch.setattr(gru, "_BLOCK_BYTES", 1)
+    for key, grad in _grads(gru, CASES["expanding"], VARIANTS[variant]).items():
+        np.testing.assert_array_equal(grad, whole[key], err_msg=key)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_freeze_mask_matches_complex_step(variant: str) -> None:
     case = CASES["near_critical"]

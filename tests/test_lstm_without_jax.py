@@ -264,11 +264,32 @@ def test_layout_changes_no_bit() -> None:
         np.testing.assert_array_equal(grad, expected[key], err_msg=f"{key}: depends on layout")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gates_past_the_exponents_range_are_finite(dtype: Any) -> None:
+    # Inputs ×1e4 drive pre-activations to ±1e4, where e^{−a} overflows both dtypes: the
+    # capped exponent keeps σ and its slope below the normal range there instead of
+    # inf · 0 = NaN.
+    case = Case(16, dtype=dtype)
+    case.xs = case.xs * dtype(1e4)
+    fw = lstm.forward(case.params, case.xs)
+    assert np.max(np.abs(fw.partials)) < np.inf
+    grads = lstm.backward(case.params, case.xs, fw, case.dh)
+    for key, grad in grads.items():
+        assert np.all(np.isfinite(grad)), key
+    # Both ends reached: σ below the smallest normal number, and 1.
+    assert np.min(fw.forget) < np.finfo(dtype).tiny
+    assert np.max(fw.forget) == 1
+
+
 def test_a_pass_serves_one_backward() -> None:
     case = Case(12)
     fw = lstm.forward(case.params, case.xs)
     lstm.backward(case.params, case.xs, fw, case.dh)
-    with pytest.raises(ValueError, match=r"^fw has already been used by backward"):
+    message = (
+        r"^fw has already been used by backward, which overwrites fw\.partials; "
+        r"expected a pass fresh from forward \(run forward again\)$"
+    )
+    with pytest.raises(ValueError, match=message):
         lstm.backward(case.params, case.xs, fw, case.dh)
 
 
