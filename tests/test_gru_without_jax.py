@@ -198,7 +198,7 @@ def test_blocks_of_steps_change_no_bit(variant: str, monkeypatch: pytest.MonkeyP
     # Control: the default block holds every step of this case.
     _, xs, w = CASES["expanding"]
     T, B, H = w.shape
-    assert T * B * 4 * H * xs.itemsize <= gru._BLOCK_BYTES
+    assert T * B * 4 * H * xs.itemsize <= vars(gru)["_BLOCK_BYTES"]
     whole = _grads(gru, CASES["expanding"], VARIANTS[variant])
     monkeypatch.setattr(gru, "_BLOCK_BYTES", 1)
     for key, grad in _grads(gru, CASES["expanding"], VARIANTS[variant]).items():
