@@ -37,10 +37,17 @@ def main(examples: int, cell: str = "rnn") -> None:
     @given(cases(cells=(cell,)))
     def verify(case: Case) -> None:
         nonlocal checked
-        config = {**case.config, "cell": case.cell}
-        _, grads = bptt_ref.loss_and_grad(case.params, case.xs, case.targets, **config)
+        _, grads = bptt_ref.loss_and_grad(
+            case.params, case.xs, case.targets, cell=case.cell, **case.config
+        )
         jax_reference.assert_matches_oracle(
-            grads, case.params, case.xs, case.targets, context=repr(case), **config
+            grads,
+            case.params,
+            case.xs,
+            case.targets,
+            context=repr(case),
+            cell=case.cell,
+            **case.config,
         )
         checked += 1
 
