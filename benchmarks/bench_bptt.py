@@ -1,17 +1,19 @@
 """Time every way of computing the BPTT gradient against JAX and the BLAS floor (``nox -s bench``).
 
-For each size and dtype, every row of ``bench_rows.REGISTRY`` is built on the same
-inputs, its gradients are judged against ``bptt_ref.loss_and_grad`` (``bptt_ref.compare``),
-and then all rows are timed interleaved in this one process: each repeat runs every row
-once, in a rotating order, so every ratio is same-run. A sample is the mean of enough
-calls to last ``--min-sample`` seconds; the table gives the median of the samples and
-their spread ((q75 - q25) / median). The BLAS library, its kernel and thread count
-(threadpoolctl), NumPy's SIMD targets and the throughput of its ufuncs, the machine
-and the load average before, during and after are recorded, with a warning when the
+For each cell, size and dtype, every row of ``bench_rows.REGISTRY`` that runs the cell is
+built on the same inputs, its gradients are judged against ``bptt_ref.loss_and_grad``
+(``bptt_ref.compare``), and then all rows are timed interleaved in this one process: each
+repeat runs every row once, in a rotating order, so every ratio is same-run. The gated
+cells (``--cells``) run the ``sizes`` section; the T and H sweeps are the RNN's. A sample
+is the mean of enough calls to last ``--min-sample`` seconds; the table gives the median
+of the samples and their spread ((q75 - q25) / median). The BLAS library, its kernel and
+thread count (threadpoolctl), NumPy's SIMD targets and the throughput of its ufuncs, the
+machine and the load average before, during and after are recorded, with a warning when the
 machine was busy.
 
     python benchmarks/bench_bptt.py                 # the full run (minutes)
     python benchmarks/bench_bptt.py --smoke         # one tiny size, seconds
+    python benchmarks/bench_bptt.py --sections sizes --cells lstm gru
     python benchmarks/bench_bptt.py --sections sizes --cpu-features avx2
     python benchmarks/bench_bptt.py --unset-blas-env
 
@@ -45,13 +47,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_rows import REGISTRY, Bench, Implementation, Problem, Size, make_problem
+from bench_rows import GATED, REGISTRY, Bench, Implementation, Problem, Size, make_problem
 from numpy.typing import NDArray
 from rich.console import Console
 from rich.progress import Progress
 from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 import bptt_ref
+from bptt_ref.cells import CELLS
 from bptt_ref.compare import KeyComparison, Reference, compare_gradients
 
 SIZES = [
@@ -78,28 +81,43 @@ BUSY_PER_CORE = 0.25
 
 @dataclass(frozen=True)
 class Target:
-    """A goal of the issue: ``row`` at most ``limit`` times ``versus`` where ``where`` holds."""
+    """A goal of the issues: ``row`` at most ``limit`` times ``versus`` where ``where`` holds,
+    for the groups of ``cells`` in ``dtypes``."""
 
     row: str
     versus: str
     limit: float
     where: str
     applies: Callable[[Size], bool]
+    cells: tuple[str, ...] = ("rnn",)
+    dtypes: tuple[str, ...] = ("float32", "float64")
+
+
+def _wide(s: Size) -> bool:
+    return s.B * s.H >= 4096
 
 
 TARGETS = [
-    Target("reverse", "math_floor", 1.15, "B·H ≥ 4096", lambda s: s.B * s.H >= 4096),
+    Target("reverse", "math_floor", 1.15, "B·H ≥ 4096", _wide),
     Target("reverse", "math_floor", 1.5, str(SIZES[0]), lambda s: s == SIZES[0]),
-    Target("reverse", "jax_grad", 1.0, "B·H ≥ 4096", lambda s: s.B * s.H >= 4096),
+    Target("reverse", "jax_grad", 1.0, "B·H ≥ 4096", _wide),
     Target("reverse", "jax_grad", 1.5, str(SIZES[0]), lambda s: s == SIZES[0]),
     Target("vectorized", "jax_jacrev", 1.0, "every size", lambda s: True),
+    Target("reverse", "math_floor", 1.2, "B·H ≥ 4096", _wide, GATED),
+    Target("reverse", "jax_grad", 1.0, "B·H ≥ 4096", _wide, GATED),
+    Target("reverse", "torch", 1.0, "B·H ≥ 4096", _wide, GATED, ("float64",)),
+    Target("reverse", "torch", 1.5, "B·H ≥ 4096", _wide, GATED, ("float32",)),
 ]
 """Checked on the ``sizes`` section; a target whose row does not run at a size is reported as
 not run there, one whose rows ``--rows`` left out not at all.
 The smoke run's size is too small for any of them, so there none is judged."""
 
-PEAKMEM_LIMIT = 4.0
-"""Peak memory of ``reverse`` above its inputs, in units of T·B·H·itemsize."""
+
+def peakmem_limit(cell: str) -> float:
+    """Peak memory of ``reverse`` above its inputs, in units of T·B·H·itemsize: 4 for the
+    RNN, 2G + 2 for a cell of G gates."""
+    gates = CELLS[cell].gates
+    return 4.0 if cell == "rnn" else 2.0 * gates + 2
 
 
 @dataclass
@@ -220,8 +238,10 @@ def reference_for(problem: Problem) -> Reference:
     """
     c = problem.case
     up = {k: v.astype(np.float64) for k, v in c.params.items()}
-    loss, exact = bptt_ref.loss_and_grad(up, c.xs.astype(np.float64), c.targets.astype(np.float64))
-    _, same = bptt_ref.loss_and_grad(c.params, c.xs, c.targets)
+    loss, exact = bptt_ref.loss_and_grad(
+        up, c.xs.astype(np.float64), c.targets.astype(np.float64), cell=c.cell
+    )
+    _, same = bptt_ref.loss_and_grad(c.params, c.xs, c.targets, cell=c.cell)
     inputs = {**c.params, "xs": c.xs}
     return Reference(
         loss=loss,
@@ -238,7 +258,7 @@ def peakmem_reverse(problem: Problem) -> int:
     c = problem.case
     tracemalloc.start()
     try:
-        bptt_ref.loss_and_grad(c.params, c.xs, c.targets)
+        bptt_ref.loss_and_grad(c.params, c.xs, c.targets, cell=c.cell)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -303,6 +323,10 @@ def measure_group(
     benches: dict[tuple[str, str], Callable[[], object]] = {}
     limits: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {}
     for impl in rows:
+        if problem.cell not in impl.cells:
+            if impl.missing is not None:
+                out[impl.name] = {"status": impl.missing}
+            continue
         if not impl.supports(size):
             out[impl.name] = {"status": "unsupported size"}
             continue
@@ -340,7 +364,8 @@ def measure_group(
 
 
 def plan(smoke: bool, only: Sequence[str] = SECTIONS) -> list[tuple[Size, list[str]]]:
-    """Every size once, with the sections (``sizes``, ``T``, ``H``) it belongs to."""
+    """Every size once, with the sections (``sizes``, ``T``, ``H``) it belongs to (for the
+    RNN; a gated cell runs the sizes tagged ``sizes``, see :func:`work_list`)."""
     sections = {"sizes": [SMOKE]} if smoke else {"sizes": SIZES, "T": T_SWEEP, "H": H_SWEEP}
     tags: dict[Size, list[str]] = {}
     for section, sizes in sections.items():
@@ -370,29 +395,28 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "load_start": _load(),
         "groups": [],
     }
-    work = [
-        (size, tags, dtype)
-        for size, tags in plan(args.smoke, args.sections)
-        for dtype in args.dtypes
-    ]
+    work = work_list(args)
     with Progress(console=console) as bar:
         task = bar.add_task("bench", total=len(work))
-        for size, tags, dtype in work:
-            label = f"{size} {dtype}"
+        for cell, size, tags, dtype in work:
+            label = f"{cell} {size} {dtype}"
 
             def say(text: str, label: str = label) -> None:
                 bar.update(task, description=f"{label} {text}")
 
-            problem = make_problem(size, dtype)
+            problem = make_problem(size, dtype, cell=cell)
             load_before = _load()
             rows_out = measure_group(problem, rows, controller, settings, say)
             peak = peakmem_reverse(problem)
             result["groups"].append(
                 {
+                    "cell": cell,
                     "size": size._asdict(),
                     "dtype": dtype,
                     "sections": tags,
-                    "flops": dict(zip(("fwd_bwd", "bwd"), size.flops(), strict=True)),
+                    "flops": dict(
+                        zip(("fwd_bwd", "bwd"), size.flops(CELLS[cell].gates), strict=True)
+                    ),
                     "load": [load_before, _load()],
                     "peakmem_reverse": {
                         "bytes": peak,
@@ -410,6 +434,17 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return result
 
 
+def work_list(args: argparse.Namespace) -> list[tuple[str, Size, list[str], str]]:
+    """(cell, size, sections, dtype) to measure: the RNN over every planned size, each gated
+    cell of ``--cells`` over the sizes of the ``sizes`` section."""
+    out = []
+    for cell in args.cells:
+        for size, tags in plan(args.smoke, args.sections):
+            mine = tags if cell == "rnn" else [t for t in tags if t == "sizes"]
+            out += [(cell, size, mine, dtype) for dtype in args.dtypes if mine]
+    return out
+
+
 def run_without_avx512(args: argparse.Namespace) -> dict[str, Any]:
     """The result of this script re-run for ``AVX2_ROWS`` as on a CPU without AVX-512.
 
@@ -424,7 +459,7 @@ def run_without_avx512(args: argparse.Namespace) -> dict[str, Any]:
     out = args.out / "avx2"
     argv = [
         *(["--smoke"] if args.smoke else []),
-        *("--sections", *args.sections, "--dtypes", *args.dtypes),
+        *("--sections", *args.sections, "--dtypes", *args.dtypes, "--cells", *args.cells),
         *("--rows", *[r for r in AVX2_ROWS if not args.rows or r in args.rows]),
         *("--repeats", str(args.repeats), "--warmup", str(args.warmup)),
         *("--min-sample", str(args.min_sample), "--out", str(out)),
@@ -493,7 +528,13 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         for group in result["groups"]:
             size = Size(**group["size"])
-            if "sizes" not in group["sections"] or not target.applies(size):
+            cell = group.get("cell", "rnn")
+            if (
+                "sizes" not in group["sections"]
+                or not target.applies(size)
+                or cell not in target.cells
+                or group["dtype"] not in target.dtypes
+            ):
                 continue
             rows = group["rows"]
             mine = _median(rows.get(target.row, {}))
@@ -502,6 +543,7 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "target": f"{target.row} ≤ {target.limit}× {target.versus} at {target.where}",
+                    "cell": cell,
                     "size": str(size),
                     "dtype": group["dtype"],
                     "ratio": ratio,
@@ -511,13 +553,16 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     for group in result["groups"]:
         if "sizes" in group["sections"] and "reverse" in selected:
             per = group["peakmem_reverse"]["per_TBH"]
+            cell = group.get("cell", "rnn")
+            limit = peakmem_limit(cell)
             out.append(
                 {
-                    "target": f"peakmem_reverse ≤ {PEAKMEM_LIMIT}·T·B·H·itemsize",
+                    "target": f"peakmem_reverse ≤ {limit}·T·B·H·itemsize",
+                    "cell": cell,
                     "size": str(Size(**group["size"])),
                     "dtype": group["dtype"],
                     "ratio": per,
-                    **_verdict(smoke, per, PEAKMEM_LIMIT),
+                    **_verdict(smoke, per, limit),
                 }
             )
     return out
@@ -530,9 +575,9 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def markdown(result: dict[str, Any], section: str) -> str:
     """One markdown table of every row of every group in ``section``."""
     lines = [
-        "| size | dtype | row | time_fwd_bwd ms | spread | time_bwd ms | GFLOP/s | × blas_floor "
-        "| × math_floor | × peer | compile s | peakmem_reverse /TBH |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cell | size | dtype | row | time_fwd_bwd ms | spread | time_bwd ms | GFLOP/s "
+        "| × blas_floor | × math_floor | × peer | compile s | peakmem_reverse /TBH |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     peers = {impl.name: impl.peer for impl in REGISTRY}
     for group in result["groups"]:
@@ -541,16 +586,20 @@ def markdown(result: dict[str, Any], section: str) -> str:
         rows = group["rows"]
         floors = [_median(rows.get(f, {})) for f in ("blas_floor", "math_floor")]
         size = str(Size(**group["size"]))
+        cell = group.get("cell", "rnn")
         for name, row in rows.items():
             t = _median(row)
             if t is None:
-                lines.append(f"| {size} | {group['dtype']} | {name} | {row['status']} ||||||||")
+                lines.append(
+                    f"| {cell} | {size} | {group['dtype']} | {name} | {row['status']} ||||||||"
+                )
                 continue
             peer = peers.get(name)
             peer_t = None if peer is None else _median(rows.get(peer, {}))
             bwd = _median(row, "bwd")
             mem = group["peakmem_reverse"]["per_TBH"] if name == "reverse" else None
             cells = [
+                cell,
                 size,
                 group["dtype"],
                 name,
@@ -602,12 +651,15 @@ def report(result: dict[str, Any]) -> str:
         "",
         "### Targets",
         "",
-        "| target | size | dtype | ratio | met |",
-        "|---|---|---|---|---|",
+        "| target | cell | size | dtype | ratio | met |",
+        "|---|---|---|---|---|---|",
     ]
     for t in result["targets"]:
         met = "**no**" if t["verdict"] == "no" else t["verdict"]
-        parts.append(f"| {t['target']} | {t['size']} | {t['dtype']} | {_fmt(t['ratio'])} | {met} |")
+        parts.append(
+            f"| {t['target']} | {t.get('cell', 'rnn')} | {t['size']} | {t['dtype']} "
+            f"| {_fmt(t['ratio'])} | {met} |"
+        )
     child = result.get("without_avx512")
     if child is not None:
         parts += ["", "## Without AVX-512 (`--cpu-features avx2`)", ""]
@@ -629,6 +681,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "float64"])
     parser.add_argument("--rows", nargs="+", help="only these rows (default: every row)")
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        default=list(CELLS),
+        choices=list(CELLS),
+        help="the cells to run (default: every cell; the gated ones over the sizes section)",
+    )
     parser.add_argument("--sections", nargs="+", default=SECTIONS, choices=SECTIONS)
     parser.add_argument("--repeats", type=int, default=None, help="samples per row")
     parser.add_argument("--warmup", type=int, default=2, help="calls before the samples")

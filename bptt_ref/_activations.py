@@ -50,6 +50,35 @@ def sigmoid(a: Array) -> Array:
     return np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def logistic_pair(a: Array, scale: Array | float = 1.0) -> tuple[Array, Array]:
+    """``σ(s a)`` and ``σ(−s a) = 1 − σ(s a)`` from one exponential, with no branch.
+
+    With ``e = exp(−s a)``: ``σ(s a) = 1 / (1 + e)`` and ``σ(−s a) = e σ(s a)``, each to a
+    few ulps relative, so neither cancels where the other saturates, and their product is
+    the slope ``σ'(s a) = σ(s a) σ(−s a)`` as precisely. ``s`` (``scale``, broadcast
+    against ``a``) lets one call cover blocks of different scale: ``σ(2a) σ(−2a) =
+    sech²(a) / 4`` is tanh's slope. Where ``−s a`` exceeds ``log`` of the dtype's largest
+    value the exponent is held there, so ``e`` stays finite: σ(s a) is then below the
+    smallest normal number and its slope is 0 to the dtype's normal range. Analytic in
+    complex ``a`` (the cap compares real parts first and is never reached by a complex
+    step), so the complex-step check differentiates it.
+
+    Args:
+        a: any shape; float32, float64 or complex128.
+        scale: ``s``, broadcast against ``a``, in ``a``'s dtype.
+
+    Returns:
+        ``(σ(s a), σ(−s a))``, new arrays of ``a``'s shape and dtype.
+    """
+    e = np.multiply(a, -scale)
+    np.minimum(e, np.floor(np.log(np.finfo(e.dtype).max)), out=e)
+    np.exp(e, out=e)
+    value = np.add(e, 1)
+    np.reciprocal(value, out=value)
+    e *= value
+    return value, e
+
+
 def softplus(a: Array) -> Array:
     # log(1 + e^a) = max(a, 0) + log1p(e^{-|a|}), branch chosen on Re(a).
     pos = _positive(a)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from session_env import ROOT
 
-from bptt_ref._activations import HIDDEN
+from bptt_ref._activations import HIDDEN, logistic_pair
 from bptt_ref._losses import loss_grad_logits, loss_sum
 
 
@@ -55,6 +55,33 @@ def test_a_floor_with_another_form_of_f_prime_would_be_caught(
     f = _floor_arrays(bench_rows, dtype)
     with pytest.raises(AssertionError):
         np.testing.assert_array_equal(f["dh"], 1 - f["h"] ** 2)
+
+
+def _gated_pair(bench_rows: ModuleType, cell: str, dtype: str) -> tuple[np.ndarray, ...]:
+    """The gated floor's pre-activations, scale and logistic pair after its forward passes."""
+    problem = bench_rows.make_problem(bench_rows.Size(3, 4, 8, 2, 6), dtype, cell=cell)
+    work = bench_rows._gated_floor_work(problem)
+    work.forward_products()
+    work.forward_passes()
+    f = work.arrays
+    width = f["scale"].shape[0]
+    a, value, complement = (f[k][..., :width].copy() for k in ("a", "value", "complement"))
+    return a, value, complement, f["scale"]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_reset_before"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_gated_math_floors_logistic_pass_is_the_librarys(
+    bench_rows: ModuleType, cell: str, dtype: str
+) -> None:
+    a, value, complement, scale = _gated_pair(bench_rows, cell, dtype)
+    assert np.abs(a).max() > 1
+    expected = logistic_pair(a, scale)
+    np.testing.assert_array_equal(value, expected[0])
+    np.testing.assert_array_equal(complement, expected[1])
+    # Test the tester: 1 − σ, the cancelling form, is not what the floor computes.
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(complement, 1 - value)
 
 
 def test_the_blas_floor_runs_no_pass_and_the_math_floor_every_one(bench_rows: ModuleType) -> None:

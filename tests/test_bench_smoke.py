@@ -39,19 +39,26 @@ def test_smoke_run_in_the_bench_session_checks_every_row_and_writes_its_outputs(
 ) -> None:
     run = run_with_only(
         bench_session, BENCH / "bench_bptt.py", "--smoke", "--cpu-features", "avx2",
-        "--out", str(tmp_path),
+        "--cells", "rnn", "lstm", "--out", str(tmp_path),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "| reverse |" in run.stdout
+    assert "| rnn | B=2 D=3 H=8 O=2 T=5 | float64 | reverse |" in run.stdout
+    assert "| lstm | B=2 D=3 H=8 O=2 T=5 | float64 | reverse |" in run.stdout
     # The smoke size is too small to judge a target, and must not read as a miss.
     assert "not judged at smoke size" in run.stdout
     assert "**no**" not in run.stdout
     result = json.loads((tmp_path / "bench.json").read_text())
-    (group,) = result["groups"]
-    for name, row in group["rows"].items():
-        assert row["status"] in ("ok", "unsupported size"), (name, row)
-    for name in ("reverse", "blas_floor", "math_floor", "jax_grad", "jax_jacrev"):
-        assert group["rows"][name]["time_fwd_bwd"]["median_s"] > 0
+    groups = {group["cell"]: group for group in result["groups"]}
+    assert list(groups) == ["rnn", "lstm"]
+    for group in groups.values():
+        for name, row in group["rows"].items():
+            assert row["status"] in ("ok", "unsupported size"), (name, row)
+    timed = {"rnn": ("jax_jacrev",), "lstm": ()}
+    for cell, group in groups.items():
+        for name in ("reverse", "blas_floor", "math_floor", "jax_grad", *timed[cell]):
+            assert group["rows"][name]["time_fwd_bwd"]["median_s"] > 0, (cell, name)
+    # The RNN-only rows are not run on the LSTM; torch is not in the bench session.
+    assert set(groups["lstm"]["rows"]) == {"reverse", "blas_floor", "math_floor", "jax_grad"}
     for png in ("time_vs_T.png", "time_vs_H.png", "ratio_to_floor.png"):
         assert (tmp_path / png).stat().st_size > 0
     for dtype in result["machine"]["ufunc_gelem_per_s"].values():
@@ -74,11 +81,12 @@ def _check_run_without_avx512(bench_bptt: Any, result: dict[str, Any], stdout: s
     assert bench_bptt.avx512_targets(simd["found"]) == []
     assert set(avx512) <= set(simd["not_found"])
     assert {p["architecture"] for p in child["machine"]["threadpools"]} == {"Haswell"}
-    (group,) = child["groups"]
-    assert set(group["rows"]) == {"reverse", "blas_floor", "math_floor"}
-    for row in group["rows"].values():
-        assert row["status"] == "ok"
-        assert row["time_fwd_bwd"]["median_s"] > 0
+    assert [group["cell"] for group in child["groups"]] == ["rnn", "lstm"]
+    for group in child["groups"]:
+        assert set(group["rows"]) == {"reverse", "blas_floor", "math_floor"}
+        for row in group["rows"].values():
+            assert row["status"] == "ok"
+            assert row["time_fwd_bwd"]["median_s"] > 0
 
 
 def test_the_bench_session_is_what_noxfile_installs(bench_session: set[str]) -> None:
@@ -136,15 +144,24 @@ def test_help_names_the_default_output_folders(
     assert "see below" not in text
 
 
-def _result(bench_bptt: Any, smoke: bool, medians: dict[str, float]) -> dict[str, Any]:
-    size = bench_bptt.SIZES[0]
+def _result(
+    bench_bptt: Any,
+    smoke: bool,
+    medians: dict[str, float],
+    *,
+    cell: str = "rnn",
+    size: int = 0,
+    dtype: str = "float64",
+    per_TBH: float = 3.0,
+) -> dict[str, Any]:
     rows = {name: {"time_fwd_bwd": {"median_s": t}} for name, t in medians.items()}
     group = {
-        "size": size._asdict(),
-        "dtype": "float64",
+        "cell": cell,
+        "size": bench_bptt.SIZES[size]._asdict(),
+        "dtype": dtype,
         "sections": ["sizes"],
         "rows": rows,
-        "peakmem_reverse": {"per_TBH": 3.0},
+        "peakmem_reverse": {"per_TBH": per_TBH},
     }
     return {"smoke": smoke, "groups": [group]}
 
@@ -166,6 +183,31 @@ def test_targets_are_judged_at_full_sizes_and_not_at_the_smoke_size(bench_bptt: 
     smoke = bench_bptt.check_targets(_result(bench_bptt, True, medians))
     assert {t["verdict"] for t in smoke} == {"not judged at smoke size"}
     assert {t["met"] for t in smoke} == {None}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "torch_verdict"), [("float64", ("1.0", "no")), ("float32", ("1.5", "yes"))]
+)
+def test_gated_targets_are_their_own(
+    bench_bptt: Any, dtype: str, torch_verdict: tuple[str, str]
+) -> None:
+    # An LSTM at B·H = 4096: reverse 1.3× its math floor (limit 1.2: missed), 0.9× jax_grad
+    # (met), 1.3× torch (float64 limit 1.0: missed; float32 limit 1.5: met), peak memory 9
+    # (limit 2G + 2 = 10, met; the RNN's limit 4 would miss it). No RNN target applies.
+    medians = {"reverse": 1.3, "math_floor": 1.0, "jax_grad": 1.3 / 0.9, "torch": 1.0}
+    result = _result(bench_bptt, False, medians, cell="lstm", size=1, dtype=dtype, per_TBH=9.0)
+    result["rows"] = dict.fromkeys(medians)  # the rows of a run where torch is installed
+    verdicts = {
+        t["target"].split(" at ")[0]: t["verdict"] for t in bench_bptt.check_targets(result)
+    }
+    limit, met = torch_verdict
+    assert verdicts == {
+        "reverse ≤ 1.2× math_floor": "no",
+        "reverse ≤ 1.0× jax_grad": "yes",
+        f"reverse ≤ {limit}× torch": met,
+        "peakmem_reverse ≤ 10.0·T·B·H·itemsize": "yes",
+    }
+    assert {t["cell"] for t in bench_bptt.check_targets(result)} == {"lstm"}
 
 
 def test_targets_between_rows_left_out_by_rows_are_not_listed(bench_bptt: Any) -> None:
@@ -196,7 +238,9 @@ def test_the_check_without_avx512_fails_on_a_subprocess_that_kept_it(bench_bptt:
     ok = {"status": "ok", "time_fwd_bwd": {"median_s": 1.0}}
     child = {
         "machine": {"numpy_simd": simd, "threadpools": [{"architecture": "Haswell"}]},
-        "groups": [{"rows": dict.fromkeys(("reverse", "blas_floor", "math_floor"), ok)}],
+        "groups": [
+            {"cell": "rnn", "rows": dict.fromkeys(("reverse", "blas_floor", "math_floor"), ok)}
+        ],
     }
     result = {"machine": {"numpy_simd": simd}, "without_avx512": child}
     with pytest.raises(AssertionError, match=r"X86_V4|AVX512"):

@@ -25,9 +25,10 @@ The first is PyTorch's ``nn.GRU``, cuDNN, ONNX ``linear_before_reset=1`` and Ker
 it, so a pass cannot be differentiated as the other variant. docs/derivation.md §10
 derives the backward recurrence (the four paths into h_{t−1}).
 
-Every function also accepts complex128 arrays and is analytic in them (σ and the
-derivatives of σ and tanh choose their branches on the real part), so the complex-step
-check differentiates this very forward pass.
+Every function also accepts complex128 arrays and is analytic in them (σ(a) and
+σ(−a) = 1 − σ(a) come from one exponential, capped on the real part; tanh's derivative
+chooses its branch on the real part), so the complex-step check differentiates this very
+forward pass.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref._activations import HIDDEN, Array, sigmoid
+from bptt_ref._activations import HIDDEN, Array, logistic_pair
 from bptt_ref._rnn import _BLOCK_BYTES, _small_ufunc_buffers
 from bptt_ref.cells._spec import Cell, gated_init, with_head
 
@@ -92,12 +93,13 @@ def _n_first(gates: Array) -> Array:
 
 
 def _update_gate(a_z: Array, keep: NDArray[np.bool_] | None) -> tuple[Array, Array]:
-    """``z = σ(a_z)`` and ``1 − z = σ(−a_z)`` (no cancellation where z → 1).
+    """``z = σ(a_z)`` and ``1 − z = σ(−a_z)`` from one exponential (no cancellation where
+    z → 1).
 
     A row that is not live (``keep`` False, broadcast against ``a_z``) gets z = 1 and
     1 − z = 0, so that ``h_t = h_{t−1}`` exactly and no gradient reaches its gates.
     """
-    z, z_c = sigmoid(a_z), sigmoid(-a_z)
+    z, z_c = logistic_pair(a_z)
     if keep is None:
         return z, z_c
     return np.where(keep, z, 1), np.where(keep, z_c, 0)
@@ -166,7 +168,7 @@ def forward(
             h_prev, a_n, a_rz, m = (states[t], *np.split(slots[t], [H, 3 * H], axis=-1))
             prod = h_prev @ W_rec_T
             a_rz += prod[:, : 2 * H]
-            r = sigmoid(a_rz[:, :H])
+            r = logistic_pair(a_rz[:, :H])[0]
             if reset_after:
                 np.add(prod[:, 2 * H :], b_hn, out=m)
                 a_n += r * m
@@ -196,8 +198,7 @@ def _slopes(
     """
     H = h_prev.shape[-1]
     a_n, a_r, a_z, m = np.split(slots, [H, 2 * H, 3 * H], axis=-1)
-    r = sigmoid(a_r)
-    slope_r = sigmoid(-a_r)
+    r, slope_r = logistic_pair(a_r)
     slope_r *= r
     slope_r *= m if reset_after else h_prev
     a_r[...] = slope_r

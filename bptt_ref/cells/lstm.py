@@ -13,8 +13,10 @@ t = 0 … T−1, with h_{−1} = ``h0`` and c_{−1} = ``c0``:
 
 Every function here accepts complex128 arrays and is analytic in them (the logistic
 function picks its branch on the real part), so the complex-step check differentiates this
-very forward pass. Derivatives are written without cancellation: σ'(a) = sech²(a/2)/4 and
-tanh'(a) = sech²(a) from cosh, never 1 − σ or 1 − tanh² of a rounded value.
+very forward pass. Derivatives are written without cancellation: σ'(a) = σ(a) σ(−a) and
+tanh'(a) = 4 σ(2a) σ(−2a) with σ(−a) from the same exponential as σ(a)
+(:func:`~bptt_ref._activations.logistic_pair`), tanh'(c_t) = sech²(c_t) from cosh, never
+1 − σ or 1 − tanh² of a rounded value.
 docs/derivation.md §9 derives the backward recurrence.
 """
 
@@ -27,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 # _tanh_prime is private to _activations: the package's one sech², cancellation-free.
-from bptt_ref._activations import Array, _tanh_prime, sigmoid
+from bptt_ref._activations import Array, _tanh_prime, logistic_pair
 from bptt_ref.cells._spec import Cell, gated_init, with_head
 
 PARAMS: dict[str, tuple[str, ...]] = {
@@ -77,14 +79,6 @@ class LSTMPass(NamedTuple):
         return self.cells[1:]
 
 
-def _sigmoid_prime(a: Array) -> Array:
-    # σ'(a) = σ(a) σ(−a) = sech²(a/2) / 4: one cosh, where σ(−a) would take another
-    # logistic function's branches and exponential, and as free of cancellation.
-    slope: Array = _tanh_prime(0.5 * a, a)
-    slope *= 0.25
-    return slope
-
-
 def forward(
     params: Mapping[str, Array], xs: Array, live: NDArray[np.bool_] | None = None
 ) -> LSTMPass:
@@ -128,21 +122,27 @@ def forward(
     states[0] = h0
     cells[0] = c0
     W_hh_T = np.ascontiguousarray(W_hh.T)
+    # One logistic pair per step covers all four gates: σ(a) for i, f, o and σ(2a_g),
+    # whose product with σ(−2a_g) is sech²(a_g) / 4.
+    scale = np.repeat(np.array([1, 1, 2, 1], dtype), H)
     for t in range(T):
         a = partials[t]
         a += states[t] @ W_hh_T
-        a_i, a_f, a_g, a_o = np.split(a, 4, axis=1)
-        i, f, g, o = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g), sigmoid(a_o)
+        g = np.tanh(a[:, 2 * H : 3 * H])
+        value, complement = logistic_pair(a, scale)
+        i, f, _, o = np.split(value, 4, axis=1)
         c_prev, c = cells[t], cells[t + 1]
         np.multiply(f, c_prev, out=c)
         c += i * g
         tanh_c = np.tanh(c)
         np.multiply(o, tanh_c, out=states[t + 1])
-        # Each slot of a_t is read by its own partial only, so it can take that partial.
-        a_i[...] = g * _sigmoid_prime(a_i)
-        a_f[...] = c_prev * _sigmoid_prime(a_f)
-        a_g[...] = i * _tanh_prime(a_g, g)
-        a_o[...] = tanh_c * _sigmoid_prime(a_o)
+        # a_t is not read again: its slots take the partials, σ'(a) = σ(a) σ(−a) first.
+        np.multiply(value, complement, out=a)
+        d_i, d_f, d_g, d_o = np.split(a, 4, axis=1)
+        d_i *= g
+        d_f *= c_prev
+        d_g *= 4 * i
+        d_o *= tanh_c
         forget[t] = f
         dh_dc[t] = o * _tanh_prime(c, tanh_c)
         if live is not None:
