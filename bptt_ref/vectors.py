@@ -346,7 +346,7 @@ def write(
         if spec["cell"] in wanted
         and (
             framework is None
-            or (spec.get("num_layers", 1), spec.get("bidirectional")) == (1, False)
+            or (spec.get("num_layers", 1), spec.get("bidirectional", False)) == (1, False)
         )
     ]
     if progress is not None:
