@@ -42,7 +42,7 @@ from bptt_ref.cells import CELLS, DATA, HEAD_PARAMS
 from bptt_ref.compare import KeyComparison, Reference, assert_matches, judge_against, peer_gap
 from bptt_ref.config import Config, Model, model_of
 from bptt_ref.oracle.activations import HIDDEN, TEXTBOOK_HIDDEN
-from bptt_ref.oracle.cells import EXACT, STEPS, TEXTBOOK
+from bptt_ref.oracle.cells import EXACT, STEPS, TEXTBOOK, Nonlinear
 from bptt_ref.oracle.heads import HEADS, TEXTBOOK_HEADS
 
 if TYPE_CHECKING:
@@ -129,6 +129,18 @@ def _padded_case(
     return real, dims, args
 
 
+def functions(
+    hidden_index: jax.Array | int, textbook: bool
+) -> tuple[Nonlinear, list[Callable[..., jax.Array]]]:
+    """The nonlinearities of a step, the rnn's ``f_h`` picked by ``hidden_index``, and the
+    heads in ``HEADS`` order: exact, or the textbook peer's (``textbook=True``)."""
+    hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
+    fn = (TEXTBOOK if textbook else EXACT)._replace(
+        hidden=lambda a: lax.switch(hidden_index, hidden_fns, a)
+    )
+    return fn, list((TEXTBOOK_HEADS if textbook else HEADS).values())
+
+
 def _scan(
     cell: str,
     arrays: Mapping[str, jax.Array],
@@ -148,11 +160,7 @@ def _scan(
     gradients are those products' cotangents and ``∂L/∂z_t``. ``cut_h0`` stops the
     gradient of ``h0`` through step 0's hidden-side product, leaving its other paths.
     """
-    hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
-    head_fns = list((TEXTBOOK_HEADS if textbook else HEADS).values())
-    fn = (TEXTBOOK if textbook else EXACT)._replace(
-        hidden=lambda a: lax.switch(hidden_index, hidden_fns, a)
-    )
+    fn, head_fns = functions(hidden_index, textbook)
     step, info = STEPS[cell], CELLS[cell]
     time_valid, row_valid, out_valid = masks
     T, B, _ = arrays["xs"].shape

@@ -35,9 +35,7 @@ from bptt_ref._validate import check_names
 from bptt_ref.cells import DATA
 from bptt_ref.compare import Reference, assert_matches, judge_against, peer_gap
 from bptt_ref.oracle import engine
-from bptt_ref.oracle.activations import HIDDEN, TEXTBOOK_HIDDEN
-from bptt_ref.oracle.cells import EXACT, STEPS, TEXTBOOK
-from bptt_ref.oracle.heads import HEADS, TEXTBOOK_HEADS
+from bptt_ref.oracle.cells import STEPS
 
 _ROWS = "S"
 """The states' first axis (L·dirs) under a one-letter name the engine's padding reads."""
@@ -66,11 +64,7 @@ def _network(
     """The total loss of the network ``config`` = (cell, L, bidirectional) on padded arrays."""
     cell, num_layers, bidirectional = config
     spec = stack.configure(cell, num_layers, bidirectional)
-    hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
-    head_fns = list((TEXTBOOK_HEADS if textbook else HEADS).values())
-    fn = (TEXTBOOK if textbook else EXACT)._replace(
-        hidden=lambda a: lax.switch(hidden_index, hidden_fns, a)
-    )
+    fn, head_fns = engine.functions(hidden_index, textbook)
     step = STEPS[cell]
     time_valid, row_valid, out_valid = masks
     x = arrays["xs"]

@@ -23,8 +23,7 @@ from numpy.typing import NDArray
 from bptt_ref.cells import CELLS
 from bptt_ref.compare import Reference
 from bptt_ref.config import Config, model_of
-from bptt_ref.oracle.activations import HIDDEN, TEXTBOOK_HIDDEN
-from bptt_ref.oracle.cells import EXACT, STEPS, TEXTBOOK
+from bptt_ref.oracle.cells import STEPS
 from bptt_ref.oracle.engine import (
     UNROLL,
     _assembled,
@@ -32,9 +31,9 @@ from bptt_ref.oracle.engine import (
     _padded_case,
     _unpadded,
     bucket,
+    functions,
     step_losses,
 )
-from bptt_ref.oracle.heads import HEADS, TEXTBOOK_HEADS
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -72,11 +71,7 @@ def cut_step_losses(
       entry i: the gradient with respect to entry i is then the immediate contribution
       of step i alone (the lag decomposition).
     """
-    hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
-    head_fns = list((TEXTBOOK_HEADS if textbook else HEADS).values())
-    fn = (TEXTBOOK if textbook else EXACT)._replace(
-        hidden=lambda a: lax.switch(hidden_index, hidden_fns, a)
-    )
+    fn, head_fns = functions(hidden_index, textbook)
     step, info = STEPS[cell], CELLS[cell]
     time_valid, row_valid, out_valid = masks
     xs = arrays["xs"]
