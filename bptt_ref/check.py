@@ -268,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
                     layout=args.layout,
                     num_layers=args.layers,
                     bidirectional=args.bidirectional,
+                    specialize=len(todo) == 1,
                 )
                 results.append((config, result))
     except (UsageError, ValueError) as exc:

@@ -165,6 +165,9 @@ def test_writing_into_the_inputs_fails_naming_the_array(cell: str) -> None:
     assert "params['U']" in report.error
     assert "the first at [0, 0]" in report.error
     assert str(report).startswith(f"{report.target} wrote into its inputs")
+    # It scribbled on its first call: the keys come from that call's return.
+    case = report.case
+    assert set(report.keys) == set(kernels.right(cell)(case.params, case.xs, case.targets))
 
 
 def test_writing_into_xs_is_shrunk_and_located() -> None:
@@ -296,7 +299,8 @@ def test_padding_a_dim_wider_leaves_the_oracle_unchanged(cell: str) -> None:
         dims=dims, hidden="tanh", output="identity", loss="mse", dtype=np.float64,
         regime="near_critical", style="normal", seed=1, cell=cell,
     )  # fmt: skip
-    assert pad_to(dims) == {"B": 256}
+    assert pad_to(dims) == {"B": 256, "T": 512}
+    assert pad_to({**dims, "B": 2, "O": 17}) == {"H": 256, "D": 256, "O": 256}
     args = (case.params, case.xs, case.targets)
     plain = jax_reference.reference(*args, cell=cell, noise=False, **case.config)
     wide = jax_reference.reference(

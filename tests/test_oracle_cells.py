@@ -167,8 +167,8 @@ def test_h0_magnitude_without_the_path_around_w_hh_falls_short(
     # A magnitude that leaves that path out must fail the test above.
     real_cotangents = engine._cotangents
 
-    def without_direct(cell: str) -> Callable[..., Any]:
-        fn = real_cotangents(cell)
+    def without_direct(cell: str, fixed: engine.Fixed = None) -> Callable[..., Any]:
+        fn = real_cotangents(cell, fixed)
 
         def call(*args: Any) -> Any:
             states, probes, direct = fn(*args)
@@ -203,3 +203,50 @@ def test_bad_cell_input_is_named(cell: str, change: dict[str, Any], message: str
     hidden = change.pop("hidden", "tanh")
     with pytest.raises(ValueError, match=re.escape(message)):
         jax_reference.loss_and_grad({**params, **change}, xs, targets, cell=cell, hidden=hidden)
+
+
+@pytest.mark.parametrize(
+    ("cell", "hidden", "output", "loss"),
+    [
+        ("rnn", "relu", "softmax", "cross_entropy"),
+        ("rnn", "sigmoid", "identity", "mse"),
+        ("lstm", "tanh", "sigmoid", "binary_cross_entropy"),
+        ("gru_reset_before", "tanh", "softmax", "cross_entropy"),
+    ],
+)
+def test_a_program_for_one_configuration_gives_the_shared_programs_results(
+    cell: str, hidden: str, output: str, loss: str
+) -> None:
+    """``specialize`` picks the configuration's branches while tracing instead of by
+    ``lax.switch``: the same arithmetic, its sums fused by XLA in another order, so the
+    results agree to float64 rounding, where a wrong branch picked moves them by O(1)
+    (the peer's noise and the rounding magnitudes included)."""
+    params, xs, targets = random_case(cell, 3, loss=loss)
+    shared, alone = (
+        jax_reference.reference(
+            params,
+            xs,
+            targets,
+            dtype=np.float32,
+            specialize=s,
+            cell=cell,
+            hidden=hidden,
+            output=output,
+            loss=loss,
+        )
+        for s in (False, True)
+    )
+    assert shared.noise is not None
+    assert alone.noise is not None
+    assert shared.rounding is not None
+    assert alone.rounding is not None
+
+    def close(got: Any, expected: Any, what: str) -> None:
+        scale = np.max(np.abs(expected), initial=1.0)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13 * scale, err_msg=what)
+
+    close(alone.loss, shared.loss, "loss")
+    for key, grad in shared.grads.items():
+        close(alone.grads[key], grad, key)
+        close(alone.rounding[key], shared.rounding[key], f"R_{key}")
+        close(alone.noise[key], shared.noise[key], f"noise of {key}")

@@ -45,7 +45,12 @@ class Hung(Exception):
 
 
 class Scribbled(Exception):
-    """``fn`` wrote into its inputs; the message names each array changed and where."""
+    """``fn`` wrote into its inputs; the message names each array changed and where, and
+    ``keys`` the keys ``fn`` returned (empty if its return broke the protocol)."""
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 def _producer(value: Any) -> str:
@@ -312,10 +317,16 @@ def call(
         for name, was in before.items()
     ]
     if any(changed):
+        # The report names the keys fn returns, even when the first call scribbled.
+        try:
+            returned = checked_output(out, case, keys, target, layout)[0]
+        except ProtocolError:
+            returned = ()
         raise Scribbled(
             f"{target} wrote into its inputs on {case!r} (the arrays it was given differ "
             "from copies taken before the call; in training code that corrupts the weights "
-            "or the data): " + "; ".join(c for c in changed if c)
+            "or the data): " + "; ".join(c for c in changed if c),
+            returned,
         )
     return checked_output(out, case, keys, target, layout)
 
@@ -327,23 +338,38 @@ def _named(args: tuple[Any, ...], layout: Layout | None) -> dict[str, Any]:
     return {**{f"params[{k!r}]": v for k, v in flat.items()}, "xs": xs, "targets": targets}
 
 
+_PADDED_TOGETHER = (("H", "D", "O"), ("B", "T"))
+"""Dims padded wide together: a case with one of a group above its small size pads the
+whole group. Wide H, D and O cost a small case little (its few steps multiply (B, 256)
+by (256, 256)), nor do wide B and T (many steps of (256, H) by (H, H) with H small),
+while wide H with wide B would make every one of those cases 64 times dearer."""
+
+
 def pad_to(dims: Mapping[str, int]) -> dict[str, int]:
     """The size the oracle pads each large dim of a case to, so that few compilations serve
     every size: a dim above its small size (``SMALL_DIMS``) pads to the bucket of the
-    largest kernel boundary size (T 257, widths 129), whatever its own size."""
+    largest kernel boundary size (T 257, widths 129), whatever its own size, and so do
+    the dims padded together with it: a boundary sweep then costs two compilations."""
     from bptt_ref.jax_reference import bucket
 
     largest = {d: max(boundary_sizes(KERNEL_STEPS if d == "T" else KERNEL_WIDTHS)) for d in dims}
     wide = bucket(largest)
-    return {d: wide[d] for d, n in dims.items() if n > SMALL_DIMS[d]}
+    large = {d for d, n in dims.items() if n > SMALL_DIMS[d]}
+    return {d: wide[d] for group in _PADDED_TOGETHER if large & set(group) for d in group}
 
 
 def judge(
-    actual: Mapping[str, Any], case: Case, keys: tuple[str, ...], layout: Layout | None = None
+    actual: Mapping[str, Any],
+    case: Case,
+    keys: tuple[str, ...],
+    layout: Layout | None = None,
+    specialize: bool = True,
 ) -> tuple[Reference | None, list[KeyComparison]]:
     """The oracle's reference for ``case`` and its verdict on each of ``keys`` of ``actual``
     (keys of ``layout`` when one is given; then the reference is ``None``: the verdicts
-    come from the canonical arrays each entry holds)."""
+    come from the canonical arrays each entry holds). ``specialize`` (the default) compiles
+    the single cell's oracle for the case's configuration alone; ``False``, one program
+    for all (see :func:`bptt_ref.jax_reference.reference`)."""
     from bptt_ref import jax_reference
 
     if layout is not None:
@@ -371,6 +397,7 @@ def judge(
         keys=keys,
         cell=case.cell,
         pad_to=pad_to(case.dims),
+        specialize=specialize,
         **case.config,
     )
 

@@ -59,7 +59,7 @@ class _Search:
 
 _SWEEP_ORDER = ("H", "B", "T", "D", "O")
 """The dims whose boundary sizes are tried, in order: where kernels block most (hidden-unit
-tiles, batch lanes, chunks of steps) first, as each dim costs the oracle a compilation."""
+tiles, batch lanes, chunks of steps) first."""
 
 
 class _Mismatch(Exception):
@@ -101,6 +101,7 @@ def check_gradients(
     binding: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     layout: str | None = None,
+    specialize: bool = True,
 ) -> CheckResult:
     """Run ``fn`` on Hypothesis-drawn cases and judge every returned key against the oracle.
 
@@ -109,11 +110,12 @@ def check_gradients(
     in the oracle's smallest compilation bucket; every weight regime and input style). Then,
     unless ``sizes="small"``, one case at each boundary size of each dim, the others small:
     by default T at 63, 64, 65, 127, 128, 129, 255, 256, 257 and each of B, D, H, O at
-    7, 8, 9, 15, 16, 17 … 127, 128, 129, 69 cases in all (one compilation of the oracle per
-    dim; Hypothesis alone, drawing the same shape for several cases in a row, would leave
-    most boundaries untried in a short run). A failure there is shrunk first to the
-    smallest boundary size of that dim that fails (the boundary the bug lives past), then
-    by Hypothesis over small cases with that dim held there. Any failure is shrunk to the
+    7, 8, 9, 15, 16, 17 … 127, 128, 129, 69 cases in all (two compilations of the oracle,
+    one for H, D and O, one for B and T; Hypothesis alone, drawing the same shape for
+    several cases in a row, would leave most boundaries untried in a short run). A failure
+    there is shrunk first to the smallest boundary size of that dim that fails (the
+    boundary the bug lives past), then by Hypothesis over small cases with that dim held
+    there. Any failure is shrunk to the
     smallest case, which is saved as ``bptt-ref-failure-<name>.npz`` in ``save_dir``
     (default: a fresh temporary directory) and described in the result's :class:`Report`.
 
@@ -164,6 +166,10 @@ def check_gradients(
             ...): ``fn`` receives the parameters, ``xs`` and ``targets`` in that layout
             and returns gradients under its keys, which the report names;
             ``None`` (the default) is bptt-ref's canonical layout.
+        specialize: compile the oracle for this one configuration (the default: a
+            cold check compiles several times faster); ``False`` compiles one program
+            for every configuration of the cell, which later checks of other
+            configurations in the same process reuse (``bptt-ref check --all``).
 
     Returns:
         A :class:`CheckResult`; ``result.report`` is ``None`` exactly when every key
@@ -270,10 +276,14 @@ def check_gradients(
                 f"hung: no return within --timeout {timeout:g} s",
                 f"{exc}\n(raise the timeout if fn is merely this slow on this case)",
             ) from None
-        except (Raised, Scribbled):
+        except Scribbled as exc:
+            search.keys = search.keys or exc.keys or None
             failed()
             raise
-        reference, verdicts = judge(actual, case, search.keys, lay)
+        except Raised:
+            failed()
+            raise
+        reference, verdicts = judge(actual, case, search.keys, lay, specialize)
         if not all(v.ok for v in verdicts):
             failed()
             search.actual, search.verdicts = actual, verdicts
@@ -383,7 +393,7 @@ def check_gradients(
         error: BaseException | None = None
         try:
             # Small cases first: most bugs show there, after one compilation of the oracle;
-            # the boundary sizes cost a compilation per dim.
+            # the boundary sizes cost two more (see protocol.pad_to).
             searched(small_cases)
             found = swept()
             if found is not None:

@@ -5,7 +5,16 @@ JAX can keep each compiled executable on disk, keyed by the program, the JAX and
 versions, the flags and the device, and load it instead of compiling it again
 (https://docs.jax.dev/en/latest/persistent_compilation_cache.html). ``bptt-ref check``,
 ``verify``, ``vectors`` and the test suite turn it on in :func:`cache_dir`; tracing and
-lowering still run in every process (they make the key), only XLA's compilation is saved.
+lowering still run in every process (they make JAX's key), only XLA's compilation is saved.
+
+Tracing and lowering the oracle cost a warm process more than the cases it judges (about
+0.6 s a bucket here; see the README), so :func:`stored` also keeps each compiled oracle
+as a serialized executable beside JAX's entries and loads it without tracing. Its key is
+what tracing reads: the source of every bptt_ref module, the JAX and jaxlib versions,
+the device, the host CPU's features, ``XLA_FLAGS``, the JAX settings that change a
+program, and the shapes and dtypes of the arguments. They share the cache's size: past
+half of :data:`MAX_BYTES`, the least recently used are deleted, so the entries of older
+sources go first. An entry that does not load is compiled again.
 
 Two processes may share the directory. JAX writes an entry with a plain ``write_bytes``,
 not a write-then-rename, so without a lock a process could read an entry another is
@@ -20,14 +29,22 @@ and writable by its owner only.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
 import os
+import pickle
+import platform
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ENV", "MAX_BYTES", "cache_dir", "compilation_cache"]
+__all__ = ["ENV", "LOAD_EVENT", "MAX_BYTES", "cache_dir", "compilation_cache", "stored"]
 
 ENV = "BPTT_REF_CACHE_DIR"
 """The environment variable naming the cache directory (empty: the default)."""
@@ -111,3 +128,153 @@ def compilation_cache(directory: str | Path | None) -> Iterator[Path | None]:
         yield None if directory is None else Path(directory).expanduser()
     finally:
         _apply(saved)
+
+
+LOAD_EVENT = "/bptt_ref/oracle/load_executable_duration"
+"""The ``jax.monitoring`` duration event of loading a stored executable: the part of a
+warm process's time that stands where compiling would (see :mod:`compile_clock`)."""
+
+_LOADED: dict[str, Any] = {}
+
+
+def stored(name: str, jitted: Callable[..., Any]) -> Callable[..., Any]:
+    """``jitted`` (a ``jax.jit`` function named ``name``, unique per program) that, while a
+    :func:`compilation_cache` is on, loads its executable for the arguments' shapes from
+    the cache directory instead of tracing it, and stores it there after compiling it.
+    Without a cache it is ``jitted`` itself."""
+
+    def call(*args: Any) -> Any:
+        directory = _store()
+        if directory is None:
+            return jitted(*args)
+        key = _key(name, args)
+        compiled = _LOADED.get(key)
+        if compiled is None:
+            compiled = _load(directory / key)
+            if compiled is None:
+                # An executable JAX read back from its own cache serializes without some
+                # of its code (its load fails with "Function ... not found", jaxlib 0.10.2),
+                # so the one stored is compiled afresh.
+                with compilation_cache(None):
+                    compiled = jitted.lower(*args).compile()  # type: ignore[attr-defined]
+                _save(compiled, directory, key)
+            _LOADED[key] = compiled
+        return compiled(*args)
+
+    return call
+
+
+def _store() -> Path | None:
+    import jax
+
+    enabled, directory = (getattr(jax.config, name) for name in _SETTINGS[:2])
+    if not enabled or not directory:
+        return None
+    return Path(directory) / "executables" / _source_digest()
+
+
+@cache
+def _source_digest() -> str:
+    """A digest of every module of the installed bptt_ref: the code a trace runs."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+@cache
+def _machine() -> str:
+    """The JAX, jaxlib and device the executables are built for, and the host CPU's
+    features, which XLA's CPU code generation targets."""
+    import jax
+
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), "")
+    device = jax.devices()[0]
+    return repr(
+        (
+            jax.__version__,
+            importlib.metadata.version("jaxlib"),
+            device.platform,
+            device.device_kind,
+            device.client.platform_version,
+            platform.machine(),
+            hashlib.sha256(flags.encode()).hexdigest(),
+        )
+    )
+
+
+def _key(name: str, args: tuple[Any, ...]) -> str:
+    import jax
+    import numpy as np
+
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    settings = tuple(
+        getattr(jax.config, option)
+        for option in (
+            "jax_enable_x64",
+            "jax_default_matmul_precision",
+            "jax_numpy_dtype_promotion",
+            "jax_numpy_rank_promotion",
+            "jax_default_prng_impl",
+        )
+    )
+    shapes = tuple((type(x).__name__, np.shape(x), str(getattr(x, "dtype", ""))) for x in leaves)
+    text = repr((name, _machine(), os.environ.get("XLA_FLAGS", ""), settings, str(tree), shapes))
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _load(path: Path) -> Any:
+    import jax
+    from jax.experimental import serialize_executable
+
+    try:
+        started = time.perf_counter()
+        blob, in_tree, out_tree = pickle.loads(path.read_bytes())
+        compiled = serialize_executable.deserialize_and_load(blob, in_tree, out_tree)
+        os.utime(path)  # used now: the last to be evicted
+    except FileNotFoundError:
+        return None
+    # An entry cut short by a full disk or written by another jaxlib build: compile anew.
+    except Exception:
+        return None
+    jax.monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - started)
+    return compiled
+
+
+def _save(compiled: Any, directory: Path, key: str) -> None:
+    from jax.experimental import serialize_executable
+
+    try:
+        blob = pickle.dumps(serialize_executable.serialize(compiled))
+    # A backend that cannot serialize its executables: keep JAX's cache alone.
+    except (ValueError, NotImplementedError):
+        return
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Written aside and renamed: a reader sees a whole entry or none. A write that fails
+    # (a full disk, another process clearing an older source's entries) costs a later
+    # process the tracing, nothing else.
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, delete=False) as out:
+            out.write(blob)
+        os.replace(out.name, directory / key)
+        _evict(directory.parent, MAX_BYTES // 2)
+    except OSError:
+        return
+
+
+def _evict(root: Path, limit: int) -> None:
+    """Delete the least recently used entries under ``root`` until they hold ``limit`` bytes."""
+    entries = sorted(
+        ((p.stat().st_mtime, p.stat().st_size, p) for p in root.glob("*/*") if p.is_file()),
+        key=lambda entry: entry[0],
+    )
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in entries:
+        if total <= limit:
+            break
+        path.unlink(missing_ok=True)
+        total -= size

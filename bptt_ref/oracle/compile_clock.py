@@ -17,6 +17,8 @@ from functools import cache
 
 import jax
 
+from bptt_ref.oracle.cache import LOAD_EVENT
+
 __all__ = ["CompileClock", "compile_clock", "time_split"]
 
 
@@ -25,10 +27,12 @@ _COMPILE_EVENTS = frozenset(
         "/jax/core/compile/jaxpr_trace_duration",
         "/jax/core/compile/jaxpr_to_mlir_module_duration",
         "/jax/core/compile/backend_compile_duration",
+        LOAD_EVENT,
     }
 )
 """The ``jax.monitoring`` duration events of turning a function into an executable: tracing
-to a jaxpr, lowering to MLIR, XLA compilation (or a read of the persistent cache)."""
+to a jaxpr, lowering to MLIR, XLA compilation (or a read of the persistent cache), or
+loading a stored executable instead (:func:`bptt_ref.oracle.cache.stored`)."""
 
 
 @dataclass

@@ -42,6 +42,7 @@ from bptt_ref.cells import CELLS, DATA, HEAD_PARAMS
 from bptt_ref.compare import KeyComparison, Reference, assert_matches, judge_against, peer_gap
 from bptt_ref.config import Config, Model, model_of
 from bptt_ref.oracle.activations import HIDDEN, TEXTBOOK_HIDDEN
+from bptt_ref.oracle.cache import stored
 from bptt_ref.oracle.cells import EXACT, STEPS, TEXTBOOK, Nonlinear
 from bptt_ref.oracle.heads import HEADS, TEXTBOOK_HEADS
 
@@ -136,9 +137,18 @@ def functions(
     heads in ``HEADS`` order: exact, or the textbook peer's (``textbook=True``)."""
     hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
     fn = (TEXTBOOK if textbook else EXACT)._replace(
-        hidden=lambda a: lax.switch(hidden_index, hidden_fns, a)
+        hidden=lambda a: picked(hidden_index, hidden_fns, a)
     )
     return fn, list((TEXTBOOK_HEADS if textbook else HEADS).values())
+
+
+def picked(index: jax.Array | int, branches: list[Callable[..., jax.Array]], *operands: Any) -> Any:
+    """``branches[index](*operands)``: a traced index compiles every branch behind
+    ``lax.switch``, one program for every configuration; a Python int picks its branch
+    while tracing, a program for one configuration that compiles several times faster."""
+    if isinstance(index, int):
+        return branches[index](*operands)
+    return lax.switch(index, branches, *operands)
 
 
 def _scan(
@@ -181,7 +191,7 @@ def _scan(
         moved = step(arrays, state, x, recurrent, (p_ih, p_hh), fn)
         new = tuple(jnp.where(live, a, b) for a, b in zip(moved, state, strict=True))
         z = new[0] @ arrays["U"].T + arrays["b_y"][None, :] + pz
-        per_row = lax.switch(head_index, head_fns, z, y, jnp.broadcast_to(out_valid, z.shape))
+        per_row = picked(head_index, head_fns, z, y, jnp.broadcast_to(out_valid, z.shape))
         return new, (jnp.sum(jnp.where(live & row_valid, per_row, 0.0)), new[0])
 
     inputs = (arrays["xs"], targets, time_valid, probe_ih, probe_hh, probe_z, jnp.arange(T) == 0)
@@ -212,34 +222,56 @@ def step_losses(
     return _scan(cell, arrays, targets, masks, hidden_index, head_index, textbook=textbook)[0]
 
 
+Fixed = tuple[int, int] | None
+"""The hidden and head indices a program is compiled for, or ``None``: every configuration,
+picked by the indices it is called with (see :func:`picked`)."""
+
+
 def _total_loss(
-    arrays: Mapping[str, jax.Array], *rest: Any, cell: str, textbook: bool = False
+    arrays: Mapping[str, jax.Array],
+    targets: jax.Array,
+    masks: tuple[jax.Array, jax.Array, jax.Array],
+    hidden_index: jax.Array | int,
+    head_index: jax.Array | int,
+    *,
+    cell: str,
+    fixed: Fixed = None,
+    textbook: bool = False,
 ) -> jax.Array:
-    return jnp.sum(step_losses(arrays, *rest, textbook=textbook, cell=cell))
+    indices = (hidden_index, head_index) if fixed is None else fixed
+    return jnp.sum(step_losses(arrays, targets, masks, *indices, textbook=textbook, cell=cell))
+
+
+def _named(cell: str, fixed: Fixed, what: str) -> str:
+    return f"{cell}/{'all' if fixed is None else '{}-{}'.format(*fixed)}/{what}"
 
 
 @cache
-def _compiled(cell: str, judged: np.dtype[Any] | None) -> Callable[..., Any]:
-    """The oracle (``judged=None``: float64, exact forms) or its textbook peer in ``judged``."""
+def _compiled(cell: str, judged: np.dtype[Any] | None, fixed: Fixed = None) -> Callable[..., Any]:
+    """The oracle (``judged=None``: float64, exact forms) or its textbook peer in ``judged``,
+    for the configuration ``fixed`` or for every one."""
+    total = partial(_total_loss, cell=cell, fixed=fixed)
     if judged is None:
-        return jax.jit(jax.value_and_grad(partial(_total_loss, cell=cell)))
+        return stored(_named(cell, fixed, "oracle"), jax.jit(jax.value_and_grad(total)))
 
     def peer(arrays: dict[str, jax.Array], targets: jax.Array, *rest: Any) -> Any:
         cast = {k: v.astype(judged) for k, v in arrays.items()}
-        return jax.value_and_grad(partial(_total_loss, cell=cell, textbook=True))(
+        return jax.value_and_grad(partial(total, textbook=True))(
             cast, targets.astype(judged), *rest
         )
 
-    return jax.jit(peer)
+    return stored(_named(cell, fixed, f"peer/{judged}"), jax.jit(peer))
 
 
 @cache
-def _cotangents(cell: str) -> Callable[..., Any]:
+def _cotangents(cell: str, fixed: Fixed = None) -> Callable[..., Any]:
     """The oracle's h_t (T, B, H); the cotangents ``c_ih``, ``c_hh`` (T, B, G·H) of each step's
     two products and ``∂L/∂z_t`` (T, B, O); and the gradient of every initial state through
     its paths that bypass step 0's hidden-side product (all padded)."""
 
-    def cotangents(arrays: dict[str, jax.Array], targets: jax.Array, *rest: Any) -> Any:
+    def cotangents(
+        arrays: dict[str, jax.Array], targets: jax.Array, masks: Any, *indices: Any
+    ) -> Any:
         T, B, _ = arrays["xs"].shape
         width = arrays[CELLS[cell].roles[1]].shape[0]
         zeros = (
@@ -251,14 +283,20 @@ def _cotangents(cell: str) -> Callable[..., Any]:
 
         def total(probes: Any, states: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
             losses, hs = _scan(
-                cell, {**arrays, **states}, targets, *rest, probes=probes, cut_h0=True
+                cell,
+                {**arrays, **states},
+                targets,
+                masks,
+                *(indices if fixed is None else fixed),
+                probes=probes,
+                cut_h0=True,
             )
             return jnp.sum(losses), hs
 
         (probes, direct), hs = jax.grad(total, argnums=(0, 1), has_aux=True)(zeros, initial)
         return hs, probes, direct
 
-    return jax.jit(cotangents)
+    return stored(_named(cell, fixed, "cotangents"), jax.jit(cotangents))
 
 
 def _rounding_scales(
@@ -311,16 +349,20 @@ def _assembled(
     oracle: dict[str, NDArray[np.float64]],
     peer: Mapping[str, NDArray[np.float64]] | None,
     judged: np.dtype[Any],
+    fixed: Fixed = None,
 ) -> Reference:
     """The :class:`Reference` for the oracle's gradients; with a peer, its noise and the
-    magnitudes R_k of the plain model (``args`` as for :func:`step_losses`). Runs in x64."""
+    magnitudes R_k of the plain model (``args`` as for :func:`step_losses`, ``fixed`` as
+    for :func:`_compiled`). Runs in x64."""
     return Reference(
         loss=loss,
         grads=oracle,
         noise=None if peer is None else {k: peer_gap(peer[k], g) for k, g in oracle.items()},
         input_scale={k: float(np.max(np.abs(v), initial=0.0)) for k, v in real.items()},
         dtype=judged,
-        rounding=None if peer is None else _rounding_scales(cell, real, _cotangents(cell)(*args)),
+        rounding=None
+        if peer is None
+        else _rounding_scales(cell, real, _cotangents(cell, fixed)(*args)),
         steps=dims["T"],
     )
 
@@ -333,6 +375,7 @@ def reference(
     dtype: Any = None,
     noise: bool = True,
     pad_to: Mapping[str, int] | None = None,
+    specialize: bool = False,
     **config: Unpack[Config],
 ) -> Reference:
     """The oracle's loss and gradients in float64, and the rounding noise of a peer.
@@ -350,7 +393,10 @@ def reference(
     this very case. ``noise=False`` skips the peer and leaves ``Reference.noise`` as ``None``.
     ``pad_to`` (dim name -> size) pads those dims to at least that size instead of their
     bucket: the result is the same (the padding is exact), and cases of many sizes that
-    share one ``pad_to`` share one compilation.
+    share one ``pad_to`` share one compilation. ``specialize=True`` compiles the oracle for
+    this configuration alone, which compiles several times faster than the default, one
+    program for every ``hidden``, ``output`` and ``loss`` of the cell (the one to use when
+    a process judges many configurations); the results are the same.
     """
     model = model_of(config)
     cell = model.cell.name
@@ -362,9 +408,12 @@ def reference(
         return {k: _unpadded(g, layout[k], real[k].shape) for k, g in grads.items()}
 
     with jax.enable_x64(True):
-        value, grads = _compiled(cell, None)(*args)
-        peer = unpadded(_compiled(cell, judged)(*args)[1]) if noise else None
-        return _assembled(cell, real, dims, args, float(value), unpadded(grads), peer, judged)
+        fixed = (args[3], args[4]) if specialize else None
+        value, grads = _compiled(cell, None, fixed)(*args)
+        peer = unpadded(_compiled(cell, judged, fixed)(*args)[1]) if noise else None
+        return _assembled(
+            cell, real, dims, args, float(value), unpadded(grads), peer, judged, fixed
+        )
 
 
 def judge(
@@ -376,19 +425,28 @@ def judge(
     dtype: Any = None,
     keys: Iterable[str] | None = None,
     pad_to: Mapping[str, int] | None = None,
+    specialize: bool = False,
     **config: Unpack[Config],
 ) -> tuple[Reference, list[KeyComparison]]:
     """Judge gradients ``actual`` of this case against the oracle (see :mod:`bptt_ref.compare`).
 
     The peer's noise only ever widens a bound, so it is computed only when a key fails
     without it: the verdicts are those of ``compare_gradients(actual, reference(...))``
-    at half the cost for the cases that pass. ``pad_to`` as for :func:`reference`.
+    at half the cost for the cases that pass. ``pad_to`` and ``specialize`` as for
+    :func:`reference`.
     """
     model_of(config)
     return judge_against(
         actual,
         lambda noise: reference(
-            params, xs, targets, dtype=dtype, noise=noise, pad_to=pad_to, **config
+            params,
+            xs,
+            targets,
+            dtype=dtype,
+            noise=noise,
+            pad_to=pad_to,
+            specialize=specialize,
+            **config,
         ),
         keys=keys,
     )

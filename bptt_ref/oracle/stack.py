@@ -35,6 +35,7 @@ from bptt_ref._validate import check_names
 from bptt_ref.cells import DATA
 from bptt_ref.compare import Reference, assert_matches, judge_against, peer_gap
 from bptt_ref.oracle import engine
+from bptt_ref.oracle.cache import stored
 from bptt_ref.oracle.cells import STEPS
 
 _ROWS = "S"
@@ -109,15 +110,18 @@ def _network(
 def _compiled(config: tuple[str, int, bool], judged: np.dtype[Any] | None) -> Callable[..., Any]:
     """The oracle's value and gradient (``judged=None``: float64, exact forms), or the
     textbook peer's in ``judged``."""
+    name = "/".join(map(str, ("stack", *config)))
     if judged is None:
-        return jax.jit(jax.value_and_grad(partial(_network, config, textbook=False)))
+        return stored(
+            f"{name}/oracle", jax.jit(jax.value_and_grad(partial(_network, config, textbook=False)))
+        )
 
     def peer(arrays: dict[str, jax.Array], targets: jax.Array, *rest: Any) -> Any:
         cast = {k: v.astype(judged) for k, v in arrays.items()}
         total = partial(_network, config, textbook=True)
         return jax.value_and_grad(total)(cast, targets.astype(judged), *rest)
 
-    return jax.jit(peer)
+    return stored(f"{name}/peer/{judged}", jax.jit(peer))
 
 
 def reference(

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from bptt_ref.cells import CELLS
 from bptt_ref.compare import Reference
 from bptt_ref.config import Config, model_of
+from bptt_ref.oracle.cache import stored
 from bptt_ref.oracle.cells import STEPS
 from bptt_ref.oracle.engine import (
     UNROLL,
@@ -168,13 +169,13 @@ def _compiled_variant(cell: str, judged: np.dtype[Any] | None, variant: str) -> 
         return jax.value_and_grad(lambda arr, *r: jnp.sum(fn(arr, *r)))(arrays, *rest)
 
     if judged is None:
-        return jax.jit(partial(differentiated, textbook=False))
+        return stored(f"{cell}/{variant}/oracle", jax.jit(partial(differentiated, textbook=False)))
 
     def peer(arrays: dict[str, jax.Array], targets: jax.Array, *rest: Any) -> Any:
         cast = {k: v.astype(judged) for k, v in arrays.items()}
         return differentiated(cast, targets.astype(judged), *rest, textbook=True)
 
-    return jax.jit(peer)
+    return stored(f"{cell}/{variant}/peer/{judged}", jax.jit(peer))
 
 
 def _variant_reference(
