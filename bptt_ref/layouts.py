@@ -66,8 +66,8 @@ follow the rules above.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -82,7 +82,9 @@ __all__ = [
     "Layout",
     "Piece",
     "layout_named",
+    "stackable",
     "torch_cell_layout",
+    "torch_network_layout",
     "torch_suffix",
 ]
 
@@ -178,11 +180,20 @@ class Layout:
         cells: the cells it can express, by canonical cell name.
         nested: whether the framework holds a tree (Flax): ``nest`` turns flat ``/``
             paths into nested dicts (a level of keys ``"0"``, ``"1"``, … into a tuple).
+        stacks: ``stacks(cell, num_layers, bidirectional)``, the cell's layout in a
+            stacked or bidirectional network, for a layout that can express one
+            (:meth:`stacked`); ``None`` where it cannot, ``single_only`` saying why.
+        num_layers, bidirectional: the network ``cells`` describe (:mod:`bptt_ref.stack`):
+            1 and ``False``, a single cell, unless made by :meth:`stacked`.
     """
 
     name: str
     cells: Mapping[str, CellLayout]
     nested: bool = False
+    stacks: Callable[[str, int, bool], CellLayout] | None = None
+    single_only: str = ""
+    num_layers: int = 1
+    bidirectional: bool = False
 
     def __post_init__(self) -> None:
         for cell, own in self.cells.items():
@@ -208,6 +219,56 @@ class Layout:
                 f"layout {self.name!r} cannot express cell {cell!r}; it expresses "
                 f"{', '.join(self.cells)}"
             ) from None
+
+    def stacked(self, num_layers: int, bidirectional: bool) -> Layout:
+        """This layout of the network with ``num_layers`` layers, ``bidirectional`` or not
+        (:mod:`bptt_ref.stack`): its conversions map the framework's names onto the
+        stack's (``weight_hh_l1_reverse`` ↔ ``W_hh_l1_reverse``). For 1 and ``False``,
+        the single-cell layout.
+
+        Raises:
+            ValueError: a layout that cannot express a stack, saying why; an invalid
+                ``num_layers``.
+            TypeError: as :func:`bptt_ref.stack.configure`.
+        """
+        from bptt_ref import stack
+
+        network = stack.configure(next(iter(self.cells)), num_layers, bidirectional)
+        if self.stacks is None and not network.single:
+            raise ValueError(
+                f"layout {self.name!r} cannot express a stacked or bidirectional network "
+                f"(num_layers={network.num_layers}, bidirectional={network.bidirectional}): "
+                f"{self.single_only}. Layouts that can: {', '.join(stackable())}; or check "
+                "the stack in bptt-ref's own names (no layout)"
+            )
+        if self.stacks is None or (network.num_layers, network.bidirectional) == (
+            self.num_layers,
+            self.bidirectional,
+        ):
+            return self
+        return replace(
+            self,
+            cells={
+                c: self.stacks(c, network.num_layers, network.bidirectional) for c in self.cells
+            },
+            num_layers=network.num_layers,
+            bidirectional=network.bidirectional,
+        )
+
+    def canonical_shapes(self, cell: str) -> dict[str, tuple[str, ...]]:
+        """The canonical arrays this layout converts to, in named dims: the cell's
+        (:attr:`bptt_ref.cells.Cell.shapes`), or the stack's (:mod:`bptt_ref.stack`),
+        whose initial states have ``num_layers · dirs`` rows, written out as a number."""
+        from bptt_ref import stack
+
+        network = stack.configure(cell, self.num_layers, self.bidirectional)
+        if network.single:
+            return dict(CELLS[cell].shapes)
+        rows = str(network.num_layers * network.dirs)
+        return {
+            k: tuple(rows if e == stack.STATE_ROWS else e for e in v)
+            for k, v in network.shapes().items()
+        }
 
     # -- shapes ---------------------------------------------------------------------------
 
@@ -275,7 +336,7 @@ class Layout:
         self, cell: str, arrays: Mapping[str, Any], *, gradient: bool
     ) -> dict[str, Array]:
         spec = CELLS[cell]
-        dims = _read_dims(spec.shapes, arrays, f"canonical {cell}")
+        dims = _read_dims(self.canonical_shapes(cell), arrays, f"canonical {cell}")
         out = {}
         for entry in self.of(cell).entries:
             sources = {p.source for p in entry.pieces}
@@ -306,7 +367,7 @@ class Layout:
         # Only the arrays whose dims are all known: without xs there is no T.
         shapes = {
             k: _shape(v, dims)
-            for k, v in spec.shapes.items()
+            for k, v in self.canonical_shapes(cell).items()
             if all(d.isdigit() or d[-1] in dims for d in v)
         }
         blocks: dict[str, dict[str | None, Array]] = {}
@@ -454,26 +515,66 @@ def torch_cell_layout(cell: str, suffix: str = torch_suffix()) -> CellLayout:
     """``cell`` as one (layer, direction) of ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``: its
     ``state_dict`` keys end in ``suffix`` (:func:`torch_suffix`); the initial states are
     the (1, B, H) slice of PyTorch's (num_layers · num_directions, B, H)."""
+    return _torch(cell, _torch_weights(cell, suffix, "", "D"), "1", "H")
+
+
+def torch_network_layout(cell: str, num_layers: int = 1, bidirectional: bool = False) -> CellLayout:
+    """``cell`` in ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU(num_layers=L, bidirectional=...)``
+    with an ``nn.Linear`` head: the whole ``state_dict``, layer by layer, forward before
+    reverse (``weight_ih_l0``, …, ``bias_hh_l0_reverse``, ``weight_ih_l1``, …), each
+    holding the stack's array of the same suffix (``weight_hh_l1_reverse`` is
+    ``W_hh_l1_reverse``, :mod:`bptt_ref.stack`); layer k > 0's ``weight_ih`` is
+    (G·H, dirs·H); ``h_0``, ``c_0`` (L·dirs, B, H), row ``k·dirs + d``; ``fc.weight``
+    (O, dirs·H). For L = 1 and one direction, :func:`torch_cell_layout`."""
+    from bptt_ref import stack
+
+    network = stack.configure(cell, num_layers, bidirectional)
+    if network.single:
+        return torch_cell_layout(cell)
+    wide = f"{network.dirs}H" if network.bidirectional else "H"
+    weights = tuple(
+        entry
+        for k, d in network.units()
+        for entry in _torch_weights(
+            cell, torch_suffix(k, bool(d)), torch_suffix(k, bool(d)), "D" if k == 0 else wide
+        )
+    )
+    return _torch(cell, weights, str(network.num_layers * network.dirs), wide)
+
+
+def _torch_weights(cell: str, suffix: str, key_suffix: str, inputs: str) -> tuple[Entry, ...]:
+    """One (layer, direction)'s four ``state_dict`` arrays, named with ``suffix``, holding
+    the canonical arrays named with ``key_suffix``, reading ``inputs`` columns."""
     spec = CELLS[cell]
     rows = f"{spec.gates}H" if spec.gates > 1 else "H"
-    w_ih, w_hh, b_ih, b_hh = spec.roles
+    w_ih, w_hh, b_ih = (k + key_suffix for k in spec.roles[:3])
+    b_hh = None if spec.roles[3] is None else spec.roles[3] + key_suffix
     order = spec.gate_names
     bias_hh = (Piece(None, into=b_ih),) if b_hh is None else _gated(b_hh, order) or (Piece(b_hh),)
+    return (
+        Entry(f"weight_ih{suffix}", (rows, inputs), _gated(w_ih, order) or (Piece(w_ih),)),
+        Entry(f"weight_hh{suffix}", (rows, "H"), _gated(w_hh, order) or (Piece(w_hh),)),
+        Entry(f"bias_ih{suffix}", (rows,), _gated(b_ih, order) or (Piece(b_ih),)),
+        Entry(f"bias_hh{suffix}", (rows,), bias_hh),
+    )
+
+
+def _torch(cell: str, weights: tuple[Entry, ...], state_rows: str, wide: str) -> CellLayout:
+    """The torch :class:`CellLayout` of ``weights``, the initial states with
+    ``state_rows`` rows, and the head reading ``wide`` columns."""
+    spec = CELLS[cell]
     states = {"h0": "h_0", "c0": "c_0"}
     return CellLayout(
         entries=(
-            Entry(f"weight_ih{suffix}", (rows, "D"), _gated(w_ih, order) or (Piece(w_ih),)),
-            Entry(f"weight_hh{suffix}", (rows, "H"), _gated(w_hh, order) or (Piece(w_hh),)),
-            Entry(f"bias_ih{suffix}", (rows,), _gated(b_ih, order) or (Piece(b_ih),)),
-            Entry(f"bias_hh{suffix}", (rows,), bias_hh),
-            *(Entry(states[k], ("1", "B", "H"), (Piece(k),)) for k in spec.states),
-            Entry("fc.weight", ("O", "H"), (Piece("U"),)),
+            *weights,
+            *(Entry(states[k], (state_rows, "B", "H"), (Piece(k),)) for k in spec.states),
+            Entry("fc.weight", ("O", wide), (Piece("U"),)),
             Entry("fc.bias", ("O",), (Piece("b_y"),)),
             _XS_TIME,
         ),
-        gates=order,
+        gates=spec.gate_names,
         convention={
-            "rnn": "torch.nn.RNN (bias_hh_l0 and bias_ih_l0 sum to b_h)",
+            "rnn": "torch.nn.RNN (bias_hh and bias_ih sum to b_h)",
             "lstm": "torch.nn.LSTM",
             "gru": "torch.nn.GRU",
         }.get(cell, ""),
@@ -626,22 +727,58 @@ def _cs231n(cell: str) -> CellLayout:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "torch": Layout("torch", {c: torch_cell_layout(c) for c in ("rnn", "lstm", "gru")}),
-    "keras": Layout("keras", {c: _keras(c) for c in CELLS}),
-    "onnx": Layout("onnx", {c: _onnx(c) for c in CELLS}),
-    "flax": Layout("flax", {c: _flax(c) for c in ("rnn", "lstm", "gru")}, nested=True),
-    "cs231n": Layout("cs231n", {c: _cs231n(c) for c in ("rnn", "lstm")}),
+    "torch": Layout(
+        "torch",
+        {c: torch_cell_layout(c) for c in ("rnn", "lstm", "gru")},
+        stacks=torch_network_layout,
+    ),
+    "keras": Layout(
+        "keras",
+        {c: _keras(c) for c in CELLS},
+        single_only="Keras stacks layers as separate LSTM/GRU layers (return_sequences=True) "
+        "and runs both directions in a keras.layers.Bidirectional wrapper, whose names "
+        "(forward_lstm/, backward_lstm/, lstm_1/, ...) the user's model chooses, so no fixed "
+        "set of keys names a stack",
+    ),
+    "onnx": Layout(
+        "onnx",
+        {c: _onnx(c) for c in CELLS},
+        single_only="an ONNX operator is one layer; a stack is several operators whose "
+        "tensor names the graph chooses, with a reshape of Y (T, dirs, B, H) between them, "
+        "so no fixed set of keys names a stack",
+    ),
+    "flax": Layout(
+        "flax",
+        {c: _flax(c) for c in ("rnn", "lstm", "gru")},
+        nested=True,
+        single_only="Flax stacks separate nn.RNN modules and runs both directions in "
+        "nn.Bidirectional, under tree paths the user's module names, so no fixed tree "
+        "names a stack",
+    ),
+    "cs231n": Layout(
+        "cs231n",
+        {c: _cs231n(c) for c in ("rnn", "lstm")},
+        single_only="cs231n's rnn_forward and lstm_forward are one layer, one direction",
+    ),
 }
 """Every layout by name; ``"canonical"`` (:func:`layout_named`) is bptt-ref's own."""
 
 
-def layout_named(name: str) -> Layout:
-    """The :class:`Layout` called ``name``.
+def stackable() -> tuple[str, ...]:
+    """The names of the layouts that can express a stacked or bidirectional network."""
+    return tuple(n for n, lay in LAYOUTS.items() if lay.stacks is not None)
+
+
+def layout_named(name: str, *, num_layers: int = 1, bidirectional: bool = False) -> Layout:
+    """The :class:`Layout` called ``name``, of the network with ``num_layers`` layers,
+    ``bidirectional`` or not (:meth:`Layout.stacked`; by default a single cell).
 
     Raises:
-        ValueError: an unknown name, listing the known ones.
+        ValueError: an unknown name, listing the known ones; a layout that cannot
+            express the network, saying why.
     """
     try:
-        return LAYOUTS[name]
+        found = LAYOUTS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown layout {name!r}; expected one of {list(LAYOUTS)}") from None
+    return found.stacked(num_layers, bidirectional)
