@@ -515,7 +515,8 @@ def add_parser(commands: Any) -> None:
         choices=tuple(LAYOUTS),
         default=None,
         help="the framework layout fn takes and returns: its keys, shapes, gate order and "
-        "batch axis (default: bptt-ref's own, PyTorch's with the keys W_ih, W_hh, ...)",
+        "batch axis (default: bptt-ref's own, PyTorch's with the keys W_ih, W_hh, ...); "
+        "with --layers or --bidirectional only torch (nn.LSTM's whole state_dict)",
     )
     check.add_argument(
         "--layers",

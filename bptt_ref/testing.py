@@ -56,7 +56,10 @@ Keras, Flax and CS231n), and returns gradients under the same keys, ``xs`` inclu
 returned entry is judged with the tolerance of the canonical entry it holds, the report
 names the framework's keys and indices (``recurrent_kernel[3, 17]``), and a mix-up of
 two frameworks' conventions (a gate order, r and z, the GRU's reset side, a transposed
-recurrent kernel, z and 1 − z) is hinted with both named.
+recurrent kernel, z and 1 − z) is hinted with both named. With ``num_layers`` > 1 or
+``bidirectional=True``, ``layout="torch"`` is ``nn.LSTM``'s whole ``state_dict``
+(``weight_hh_l1_reverse``, ``h_0`` (L·dirs, B, H), ``fc.weight`` (O, dirs·H)); the other
+layouts cannot name a stack and refuse one, saying why.
 
 The checker lives in :mod:`bptt_ref.checker` (protocol, search, hints, report); this
 module is its public namespace.

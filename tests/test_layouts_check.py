@@ -185,3 +185,81 @@ def test_a_split_bias_is_judged_on_its_own() -> None:
     report = report_of(kernels.torch_rnn_bias_hh_without_gradient, "rnn", "torch")
     assert report.wrong_keys == ["bias_hh_l0"]
     assert report.hints == []
+
+
+# -- stacked and bidirectional networks in PyTorch's names -----------------------------
+
+STACK = {"cell": "lstm", "layout": "torch", "num_layers": 2, "bidirectional": True}
+
+
+def test_a_right_stacked_kernel_passes_in_torch_names() -> None:
+    assert_bptt_gradients(kernels.torch_lstm_stack, max_examples=EXAMPLES, **STACK)  # type: ignore[arg-type]
+    # One layer, both directions: the same kernel, PyTorch's l0 and l0_reverse.
+    assert_bptt_gradients(
+        kernels.torch_lstm_stack,
+        cell="lstm",
+        layout="torch",
+        bidirectional=True,
+        max_examples=EXAMPLES,
+    )
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        kernels.torch_lstm_stack_directions_states_swapped,
+        kernels.torch_lstm_stack_reads_layer_0_reverse,
+    ],
+    ids=["h_0-directions-swapped", "layer-1-reads-layer-0-reverse"],
+)
+def test_a_stacked_mixup_is_named_in_torch_keys(fn: Any) -> None:
+    result = check_gradients(fn, max_examples=EXAMPLES, **STACK)  # type: ignore[arg-type]
+    report = result.report
+    assert report is not None, f"{fn} passed"
+    assert report.layout == "torch"
+    assert report.wrong_keys
+    torch_keys = {
+        f"{w}_l{k}{s}"
+        for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        for k in (0, 1)
+        for s in ("", "_reverse")
+    } | {"h_0", "c_0", "fc.weight", "fc.bias", "xs"}
+    assert set(report.wrong_keys) <= torch_keys
+    assert set(report.keys) == torch_keys
+    # The reproducer below the verdicts loads the case's canonical inputs by their names.
+    text = str(report).split("reproducer:")[0]
+    assert any(f"{k}[" in text for k in report.wrong_keys), text
+    assert not any(k in text for k in ("W_hh_l", "W_ih_l", "b_ih_l", "b_hh_l")), text
+    assert "layout = layout_named('torch', num_layers=2, bidirectional=True)" in report.snippet
+
+
+def test_the_command_checks_a_stack_in_torch_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--cell", "lstm", "--layout", "torch", "--layers", "2", "--bidirectional"]
+    common += ["--examples", str(EXAMPLES), "--save-dir", str(tmp_path)]
+    ok = main(["check", "planted.layout_kernels:torch_lstm_stack", *common])
+    out = " ".join(capsys.readouterr().out.split())
+    assert ok == 0, out
+    assert "layout=torch" in out
+    assert "weight_hh_l1_reverse" in out
+    bad = main(["check", "planted.layout_kernels:torch_lstm_stack_reads_layer_0_reverse", *common])
+    out = " ".join(capsys.readouterr().out.split())
+    assert bad == 1, out
+    assert "weight_hh_l1[" in out or "weight_hh_l0_reverse[" in out, out
+
+
+@pytest.mark.parametrize("layout", ["keras", "onnx", "flax", "cs231n"])
+def test_a_layout_without_stacks_is_a_usage_error_saying_why(
+    layout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            *("check", "planted.layout_kernels:torch_lstm_stack", "--cell", "lstm"),
+            *("--layers", "2", "--layout", layout),
+        ]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert f"layout '{layout}' cannot express a stacked or bidirectional network" in err
+    assert "Layouts that can: torch" in err

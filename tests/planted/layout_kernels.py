@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import bptt_ref
+import bptt_ref.stack
 from planted import gru, lstm
 
 Array = NDArray[Any]
@@ -206,3 +207,70 @@ def torch_rnn_bias_hh_without_gradient(
         "fc.weight": g["U"],
         "fc.bias": g["b_y"],
     }
+
+
+def _torch_stack_names(params: dict[str, Array]) -> dict[str, str]:
+    """PyTorch's state_dict keys (and h_0, c_0, fc.*) present in ``params`` → bptt-ref's
+    stack names, renamed by hand: ``weight_ih_l1_reverse`` → ``W_ih_l1_reverse``."""
+    fixed = {"h_0": "h0", "c_0": "c0", "fc.weight": "U", "fc.bias": "b_y"}
+    prefixes = {"weight_ih": "W_ih", "weight_hh": "W_hh", "bias_ih": "b_ih", "bias_hh": "b_hh"}
+    names = {}
+    for key in params:
+        head, _, suffix = key.partition("_l")
+        names[key] = fixed[key] if key in fixed else f"{prefixes[head]}_l{suffix}"
+    return names
+
+
+def _torch_stack(
+    params: dict[str, Array], xs: Array, targets: Array, *, cell: str, edit: Any = None
+) -> dict[str, Array]:
+    """bptt-ref's NumPy stack (:mod:`bptt_ref.stack`, checked against the JAX oracle on its
+    own) called on PyTorch's arrays renamed by hand; ``edit(ours)`` plants a mix-up in
+    the arrays it reads and returns how to map the gradients back."""
+    names = _torch_stack_names(params)
+    ours = {names[k]: v for k, v in params.items()}
+    num_layers = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in params if "_l" in k)
+    bidirectional = any(k.endswith("_reverse") for k in params)
+    back = edit(ours) if edit is not None else (lambda g: g)
+    _, grads = bptt_ref.stack.loss_and_grad(
+        ours, xs, targets, cell=cell, num_layers=num_layers, bidirectional=bidirectional
+    )
+    grads = back(dict(grads))
+    return {**{k: grads[v] for k, v in names.items()}, "xs": grads["xs"]}
+
+
+def torch_lstm_stack(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
+    """A right kernel of ``nn.LSTM(num_layers=L, bidirectional=...)`` + ``nn.Linear`` in
+    PyTorch's names (check it with ``--layout torch --layers L [--bidirectional]``)."""
+    return _torch_stack(params, xs, targets, cell="lstm")
+
+
+def _swap_layer_1_directions_states(ours: dict[str, Array]) -> Any:
+    rows = [0, 1, 3, 2]
+    ours["h0"], ours["c0"] = ours["h0"][rows], ours["c0"][rows]
+
+    def back(g: dict[str, Array]) -> dict[str, Array]:
+        return {**g, "h0": g["h0"][rows], "c0": g["c0"][rows]}
+
+    return back
+
+
+def torch_lstm_stack_directions_states_swapped(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A 2-layer bidirectional LSTM kernel that starts layer 1's forward direction from
+    the reverse direction's rows of h_0 and c_0 and vice versa (rows 2 and 3 swapped)."""
+    return _torch_stack(params, xs, targets, cell="lstm", edit=_swap_layer_1_directions_states)
+
+
+def _layer_1_reads_layer_0_reverse(ours: dict[str, Array]) -> Any:
+    ours["W_hh_l1"] = ours["W_hh_l0_reverse"]
+    return lambda g: g
+
+
+def torch_lstm_stack_reads_layer_0_reverse(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A 2-layer bidirectional LSTM kernel whose layer 1 forward direction multiplies by
+    ``weight_hh_l0_reverse`` where PyTorch reads ``weight_hh_l1`` (an indexing slip)."""
+    return _torch_stack(params, xs, targets, cell="lstm", edit=_layer_1_reads_layer_0_reverse)
