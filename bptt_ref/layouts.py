@@ -39,19 +39,33 @@ cs231n    ``Wx`` (D, G·H), ``Wh`` (H, G·H), ``b`` (G·H,) used as ``x Wx + h W
           from c = 0; ``c0`` is kept so that the cell is the canonical one); the head the
           captioning model's ``W_vocab`` (H, O), ``b_vocab`` (O,); batch-major data
           (N, T, D). It has no GRU.
+tf1       LSTM only: TensorFlow 1's ``LSTMCell``: ``kernel`` (D+H, 4H) used as ``[x, h] K``
+          (rows 0 … D−1 the input side), ``bias`` (4H,), gates i, j, f, o (j the candidate
+          g), ``forget_bias`` = 1.0 added to f at run time (:func:`tf1_lstm`); the state
+          tuple's ``c0``, ``h0`` (B, H); the head a ``tf.layers.dense``: ``dense/kernel``
+          (H, O), ``dense/bias`` (O,); batch-major data (``dynamic_rnn``'s default).
+karpathy  LSTM only: Karpathy's lstm.py: one ``WLSTM`` (1 + D + H, 4H) used as
+          ``[1, x, h] W`` (row 0 the bias), gates i, f, o, g; ``c0``, ``h0`` (B, H); it has
+          no output head, so it keeps ``U``, ``b_y``; time-major X (T, B, D).
 ========  ===================================================================================
 
 **Fused and split biases.** Where a layout keeps one bias where the canonical cell adds
 two at the same place (Keras' LSTM and reset-before GRU, Flax's LSTM and its GRU's r and
-z gates, CS231n), layout → canonical puts it all in the bias of the side the framework
-biases (``b_ih``; ``b_hh`` for Flax's LSTM, which biases the hidden side) and sets the
-other to −0.0, and canonical → layout sums ``b_ih + b_hh`` (−0.0 is the one number whose addition is
+z gates, CS231n, TF1, Karpathy's row 0), layout → canonical puts it all in the bias of
+the side the framework biases (``b_ih``; ``b_hh`` for Flax's LSTM, which biases the
+hidden side) and sets the other to −0.0, and canonical → layout sums ``b_ih + b_hh``
+(−0.0 is the one number whose addition is
 the identity to the bit, so layout → canonical → layout is). Both biases then enter
 only as their sum, so the fused bias's gradient equals each of theirs: canonical →
 layout takes ``∂L/∂b_ih``, layout → canonical gives it to both. Where a layout keeps two
 biases where the canonical cell has one (the rnn's ``b_h`` in PyTorch's and ONNX's
 ``bias_ih`` + ``bias_hh``, ``Wb`` + ``Rb``), layout → canonical sums them and canonical
 → layout puts ``b_h`` in the input-side one and −0.0 in the other; both get ``∂L/∂b_h``.
+TF1's ``forget_bias`` (a constant c added to the f gate at run time, not an array)
+is the one exception to −0.0: layout → canonical puts c in ``b_hh``'s f block, so that
+the canonical cell is TF1's, and canonical → layout sums ``b_ih + (b_hh − c)``, the
+difference written −0.0 where it is zero, so that layout → canonical → layout is the
+identity to the bit; the gradient is as for any fused bias.
 A fused bias can only stand for two biases that enter as a sum: the reset-after GRU's
 candidate ``n = tanh(x W_inᵀ + b_in + r ⊙ (h W_hnᵀ + b_hn))`` has ``∂L/∂b_hn = Σ r ⊙
 ∂L/∂a_n`` but ``∂L/∂b_in = Σ ∂L/∂a_n``, so no layout here fuses them (Keras keeps (2, 3H)
@@ -83,6 +97,7 @@ __all__ = [
     "Piece",
     "layout_named",
     "stackable",
+    "tf1_lstm",
     "torch_cell_layout",
     "torch_network_layout",
     "torch_suffix",
@@ -105,12 +120,16 @@ class Piece:
             the whole array.
         also: a second canonical bias whose same block is summed into these rows.
         into: with ``key=None``, the canonical bias (same ``gate``) these rows add into.
+        offset: with ``also``, a constant the framework adds to these rows at run time
+            (TF1's ``forget_bias``): canonical → layout sums ``key + (also − offset)``,
+            layout → canonical sets ``also`` to ``offset``.
     """
 
     key: str | None
     gate: str | None = None
     also: str | None = None
     into: str | None = None
+    offset: float = 0.0
 
     @property
     def source(self) -> str:
@@ -126,13 +145,25 @@ class Entry:
 
     The array is ``concatenate(pieces, axis=0)``, then its axes permuted by ``axes``
     (``(1, 0)``: a transposed kernel; ``(1, 0, 2)``: batch-major data), then reshaped to
-    ``shape`` (a literal ``"1"`` is ONNX's direction axis or PyTorch's layer axis).
+    ``shape`` (a literal ``"1"`` is ONNX's direction axis or PyTorch's layer axis; a sum
+    ``"1+D+H"`` is a joined axis). With ``columns``, ``pieces`` fall into consecutive
+    groups of those sizes, each concatenated along axis 0 and the groups joined side by
+    side along axis 1 (a group of 1-D pieces is one column) before the transpose: TF1's
+    kernel ``[W_ihᵀ; W_hhᵀ]``, Karpathy's ``[b; W_ihᵀ; W_hhᵀ]``.
     """
 
     name: str
     shape: tuple[str, ...]
     pieces: tuple[Piece, ...]
     axes: tuple[int, ...] | None = None
+    columns: tuple[int, ...] = ()
+
+    def groups(self) -> list[tuple[Piece, ...]]:
+        """The pieces by column group (one group without ``columns``)."""
+        if not self.columns:
+            return [self.pieces]
+        ends = np.cumsum(self.columns)
+        return [self.pieces[end - n : end] for n, end in zip(self.columns, ends, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -344,16 +375,26 @@ class Layout:
                 sources |= {p.also for p in entry.pieces if p.also is not None}
             if not sources <= set(arrays):
                 continue
-            segments = []
-            for p in entry.pieces:
-                block = np.asarray(arrays[p.source])[_rows(spec.gate_names, p.gate, dims)]
-                if p.key is None and not gradient:
-                    # A split bias: its value is the additive identity, to the bit.
-                    block = np.full_like(block, -0.0)
-                elif p.also is not None and not gradient:
-                    block = block + np.asarray(arrays[p.also])[_rows(spec.gate_names, p.gate, dims)]
-                segments.append(block)
-            value = np.concatenate(segments, axis=0)
+            joined = []
+            for group in entry.groups():
+                segments = []
+                for p in group:
+                    block = np.asarray(arrays[p.source])[_rows(spec.gate_names, p.gate, dims)]
+                    if p.key is None and not gradient:
+                        # A split bias: its value is the additive identity, to the bit.
+                        block = np.full_like(block, -0.0)
+                    elif p.also is not None and not gradient:
+                        other = np.asarray(arrays[p.also])[_rows(spec.gate_names, p.gate, dims)]
+                        if p.offset:
+                            # also − offset is +0.0 when also holds the offset; −0.0 keeps
+                            # the sum the identity on key, −0.0 included.
+                            other = other - p.offset
+                            other = np.where(other == 0, np.asarray(-0.0, other.dtype), other)
+                        block = block + other
+                    segments.append(block)
+                column = np.concatenate(segments, axis=0)
+                joined.append(column[:, None] if entry.columns and column.ndim == 1 else column)
+            value = joined[0] if len(joined) == 1 else np.concatenate(joined, axis=1)
             if entry.axes is not None:
                 value = value.transpose(entry.axes)
             out[entry.name] = value.reshape(_shape(entry.shape, dims))
@@ -375,24 +416,33 @@ class Layout:
         for entry in self.of(cell).entries:
             if entry.name not in arrays:
                 continue
-            rows = [shapes[p.source][0] // (spec.gates if p.gate else 1) for p in entry.pieces]
-            stacked = (sum(rows), *shapes[entry.pieces[0].source][1:])
+            groups = entry.groups()
+            rows = [
+                [shapes[p.source][0] // (spec.gates if p.gate else 1) for p in g] for g in groups
+            ]
+            trailing = [shapes[g[0].source][1:] for g in groups]
+            widths = [t[0] if t else 1 for t in trailing]
+            stacked = (sum(rows[0]), *((sum(widths),) if entry.columns else trailing[0]))
             value = np.asarray(arrays[entry.name])
             if entry.axes is None:
                 value = value.reshape(stacked)
             else:
                 value = value.reshape(tuple(stacked[i] for i in entry.axes))
                 value = value.transpose(np.argsort(entry.axes))
-            cuts = np.split(value, np.cumsum(rows)[:-1])
-            for p, segment in zip(entry.pieces, cuts, strict=True):
-                if p.key is None:
-                    split.append((p, segment))
-                    continue
-                blocks.setdefault(p.key, {})[p.gate] = segment
-                if p.also is not None:
-                    blocks.setdefault(p.also, {})[p.gate] = (
-                        segment if gradient else np.full_like(segment, -0.0)
-                    )
+            sides = np.split(value, np.cumsum(widths)[:-1], axis=1) if entry.columns else [value]
+            for group, group_rows, tail, part in zip(groups, rows, trailing, sides, strict=True):
+                if entry.columns and not tail:
+                    part = part[:, 0]
+                cuts = np.split(part, np.cumsum(group_rows)[:-1])
+                for p, segment in zip(group, cuts, strict=True):
+                    if p.key is None:
+                        split.append((p, segment))
+                        continue
+                    blocks.setdefault(p.key, {})[p.gate] = segment
+                    if p.also is not None:
+                        blocks.setdefault(p.also, {})[p.gate] = (
+                            segment if gradient else np.full_like(segment, p.offset or -0.0)
+                        )
         out = {}
         for key, parts in blocks.items():
             order: tuple[str | None, ...] = spec.gate_names if None not in parts else (None,)
@@ -464,7 +514,11 @@ def _rows(order: tuple[str, ...], gate: str | None, dims: Mapping[str, int]) -> 
 
 
 def _shape(spec: tuple[str, ...], dims: Mapping[str, int]) -> tuple[int, ...]:
-    return tuple(int(s) if s.isdigit() else dim_size(s, dims) for s in spec)
+    return tuple(sum(_size(part, dims) for part in s.split("+")) for s in spec)
+
+
+def _size(entry: str, dims: Mapping[str, int]) -> int:
+    return int(entry) if entry.isdigit() else dim_size(entry, dims)
 
 
 def _read_dims(
@@ -476,9 +530,17 @@ def _read_dims(
         if key in arrays:
             shape = np.shape(arrays[key])
             for s, size in zip(spec, shape, strict=False):
-                if not s.isdigit():
+                if not s.isdigit() and "+" not in s:
                     factor = int(s[:-1]) if s[:-1] else 1
                     dims.setdefault(s[-1], size // factor)
+    # A joined axis (1+D+H) gives the one dim no other axis gave (D without xs).
+    for key, spec in specs.items():
+        if key in arrays:
+            for s, size in zip(spec, np.shape(arrays[key]), strict=False):
+                unknown = [part for part in s.split("+") if not part.isdigit() and part not in dims]
+                if "+" in s and len(unknown) == 1 and len(unknown[0]) == 1:
+                    known = sum(_size(part, dims) for part in s.split("+") if part != unknown[0])
+                    dims[unknown[0]] = size - known
     for key, spec in specs.items():
         if key in arrays:
             shape = np.shape(arrays[key])
@@ -726,6 +788,66 @@ def _cs231n(cell: str) -> CellLayout:
     )
 
 
+def tf1_lstm(forget_bias: float = 1.0) -> CellLayout:
+    """The LSTM as TensorFlow 1's ``tf.compat.v1.nn.rnn_cell.LSTMCell(forget_bias=...)``
+    (no peepholes, no projection) holds it, run by ``dynamic_rnn`` (batch-major):
+    ``kernel`` (D+H, 4H) used as ``[x, h] K``, ``bias`` (4H,), gates i, j, f, o (j the
+    candidate), ``c = σ(f + forget_bias) ⊙ c + σ(i) ⊙ tanh(j)``. ``forget_bias`` is no
+    array: layout → canonical gives ``b_ih = bias`` and ``b_hh`` = ``forget_bias`` on the
+    f block and −0.0 elsewhere; canonical → layout gives ``bias = b_ih + (b_hh −
+    forget_bias·[f block])`` (module docstring); every gradient of ``bias`` is
+    ``∂L/∂b_ih`` (= ``∂L/∂b_hh``)."""
+    gates = ("i", "g", "f", "o")
+    bias = tuple(
+        Piece("b_ih", g, also="b_hh", offset=forget_bias if g == "f" else 0.0) for g in gates
+    )
+    return CellLayout(
+        entries=(
+            Entry(
+                "kernel",
+                ("D+H", "4H"),
+                (*_gated("W_ih", gates), *_gated("W_hh", gates)),
+                _T,
+                columns=(4, 4),
+            ),
+            Entry("bias", ("4H",), bias),
+            Entry("c0", ("B", "H"), (Piece("c0"),)),
+            Entry("h0", ("B", "H"), (Piece("h0"),)),
+            Entry("dense/kernel", ("H", "O"), (Piece("U"),), _T),
+            Entry("dense/bias", ("O",), (Piece("b_y"),)),
+            _XS_BATCH,
+        ),
+        gates=("i", "j", "f", "o"),
+        convention=f"tf.compat.v1.nn.rnn_cell.LSTMCell(forget_bias={forget_bias:g})",
+    )
+
+
+def _karpathy() -> CellLayout:
+    gates = ("i", "f", "o", "g")
+    return CellLayout(
+        entries=(
+            Entry(
+                "WLSTM",
+                ("1+D+H", "4H"),
+                (
+                    *_gated("b_ih", gates, also="b_hh"),
+                    *_gated("W_ih", gates),
+                    *_gated("W_hh", gates),
+                ),
+                _T,
+                columns=(4, 4, 4),
+            ),
+            Entry("c0", ("B", "H"), (Piece("c0"),)),
+            Entry("h0", ("B", "H"), (Piece("h0"),)),
+            Entry("U", ("O", "H"), (Piece("U"),)),
+            Entry("b_y", ("O",), (Piece("b_y"),)),
+            _XS_TIME,
+        ),
+        gates=gates,
+        convention="Karpathy's lstm.py LSTM.forward(X, WLSTM, c0, h0)",
+    )
+
+
 LAYOUTS: dict[str, Layout] = {
     "torch": Layout(
         "torch",
@@ -759,6 +881,18 @@ LAYOUTS: dict[str, Layout] = {
         "cs231n",
         {c: _cs231n(c) for c in ("rnn", "lstm")},
         single_only="cs231n's rnn_forward and lstm_forward are one layer, one direction",
+    ),
+    "tf1": Layout(
+        "tf1",
+        {"lstm": tf1_lstm()},
+        single_only="TensorFlow 1 stacks cells in MultiRNNCell and runs directions with "
+        "bidirectional_dynamic_rnn, under variable scopes (multi_rnn_cell/cell_0/...) the "
+        "user's graph chooses",
+    ),
+    "karpathy": Layout(
+        "karpathy",
+        {"lstm": _karpathy()},
+        single_only="Karpathy's lstm.py is one layer, one direction",
     ),
 }
 """Every layout by name; ``"canonical"`` (:func:`layout_named`) is bptt-ref's own."""

@@ -137,8 +137,8 @@ def test_unknown_layouts_cells_and_shapes_are_named() -> None:
         ValueError, match="layout 'cs231n' cannot express cell 'gru'; it expresses rnn, lstm"
     ):
         LAYOUTS["cs231n"].of("gru")
-    with pytest.raises(ValueError, match="unknown layout 'tf1'"):
-        bptt_ref.layouts.layout_named("tf1")
+    with pytest.raises(ValueError, match="unknown layout 'caffe'"):
+        bptt_ref.layouts.layout_named("caffe")
     arrays = random_layout_arrays(LAYOUTS["keras"], "lstm", np.float64)
     arrays["recurrent_kernel"] = arrays["recurrent_kernel"].T
     with pytest.raises(
@@ -327,8 +327,48 @@ def cs231n_loss(cell: str, p: dict[str, Any], xs: Any, targets: Any) -> Any:
     return _mse(jnp.swapaxes(hs, 0, 1) @ p["W_vocab"] + p["b_vocab"][None, None, :], targets)
 
 
+def tf1_loss(cell: str, p: dict[str, Any], xs: Any, targets: Any) -> Any:
+    # tf.compat.v1.nn.rnn_cell.LSTMCell.call: lstm_matrix = [inputs, m_prev] kernel + bias;
+    # i, j, f, o = split(lstm_matrix, 4); c = σ(f + forget_bias) c_prev + σ(i) tanh(j);
+    # m = σ(o) tanh(c). dynamic_rnn is batch-major; the head a tf.layers.dense.
+    def step(state: Any, x: Any) -> Any:
+        c, h = state
+        lstm_matrix = jnp.concatenate([x, h], axis=1) @ p["kernel"] + _row(p["bias"])
+        i, j, f, o = jnp.split(lstm_matrix, 4, axis=1)
+        c = sigmoid(f + 1.0) * c + sigmoid(i) * jnp.tanh(j)
+        h = sigmoid(o) * jnp.tanh(c)
+        return (c, h), h
+
+    hs = _scan(step, (p["c0"], p["h0"]), jnp.swapaxes(xs, 0, 1))
+    return _mse(
+        jnp.swapaxes(hs, 0, 1) @ p["dense/kernel"] + p["dense/bias"][None, None, :], targets
+    )
+
+
+def karpathy_loss(cell: str, p: dict[str, Any], xs: Any, targets: Any) -> Any:
+    # lstm.py LSTM.forward: Hin = [1, X[t], prevh]; IFOG = Hin.dot(WLSTM); sigmoid on the
+    # first 3d columns (i, f, o), tanh on the last d (g); C = i g + f C_prev; Hout = o tanh(C).
+    W = p["WLSTM"]
+    d = W.shape[1] // 4
+
+    def step(state: Any, x: Any) -> Any:
+        c, h = state
+        Hin = jnp.concatenate([jnp.ones((x.shape[0], 1), x.dtype), x, h], axis=1)
+        IFOG = Hin @ W
+        i, f, o = (sigmoid(IFOG[:, k * d : (k + 1) * d]) for k in range(3))
+        g = jnp.tanh(IFOG[:, 3 * d :])
+        c = i * g + f * c
+        h = o * jnp.tanh(c)
+        return (c, h), h
+
+    hs = _scan(step, (p["c0"], p["h0"]), xs)
+    return _mse(hs @ p["U"].T + p["b_y"][None, None, :], targets)
+
+
 LOSSES = {
     "torch": torch_loss,
+    "tf1": tf1_loss,
+    "karpathy": karpathy_loss,
     "keras": keras_loss,
     "onnx": onnx_loss,
     "flax": flax_loss,
@@ -401,6 +441,15 @@ def _with_gates(layout: Layout, cell: str, gates: str) -> Layout:
     return Layout(layout.name, {**layout.cells, cell: replace(own, entries=entries)}, layout.nested)
 
 
+def _bias_row_last() -> Layout:
+    """Karpathy's layout with the bias as WLSTM's last row instead of row 0."""
+    own = LAYOUTS["karpathy"].cells["lstm"]
+    (wlstm, *rest) = own.entries
+    bias, w_ih, w_hh = (wlstm.pieces[k : k + 4] for k in (0, 4, 8))
+    moved = replace(wlstm, shape=("D+H+1", "4H"), pieces=(*w_ih, *w_hh, *bias))
+    return Layout("karpathy", {"lstm": replace(own, entries=(moved, *rest))})
+
+
 class _GradientLikeParameter(Layout):
     """A planted converter that converts a fused bias's gradient like the bias (a sum)."""
 
@@ -422,6 +471,12 @@ class _GradientLikeParameter(Layout):
             "lstm",
             id="keras-lstm-bias-gradient-summed",
         ),
+        pytest.param(
+            lambda: Layout("tf1", {"lstm": bptt_ref.layouts.tf1_lstm(forget_bias=0.0)}),
+            "lstm",
+            id="tf1-forget-bias-left-out",
+        ),
+        pytest.param(lambda: _bias_row_last(), "lstm", id="karpathy-bias-as-last-row"),
     ],
 )
 def test_a_planted_wrong_converter_fails_the_comparison(

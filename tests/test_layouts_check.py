@@ -35,8 +35,17 @@ def report_of(fn: Any, cell: str, layout: str) -> Report:
         (kernels.keras_gru, "gru", "keras"),
         (kernels.onnx_gru_reset_before, "gru_reset_before", "onnx"),
         (kernels.flax_lstm_tree, "lstm", "flax"),
+        (kernels.tf1_lstm, "lstm", "tf1"),
+        (kernels.karpathy_lstm, "lstm", "karpathy"),
     ],
-    ids=["onnx-lstm", "keras-gru", "onnx-gru-linear_before_reset-0", "flax-lstm-tree"],
+    ids=[
+        "onnx-lstm",
+        "keras-gru",
+        "onnx-gru-linear_before_reset-0",
+        "flax-lstm-tree",
+        "tf1-lstm",
+        "karpathy-lstm",
+    ],
 )
 def test_a_right_kernel_passes_in_its_own_layout(fn: Any, cell: str, layout: str) -> None:
     assert_bptt_gradients(fn, cell=cell, layout=layout, max_examples=EXAMPLES)
@@ -263,3 +272,38 @@ def test_a_layout_without_stacks_is_a_usage_error_saying_why(
     assert code == 2
     assert f"layout '{layout}' cannot express a stacked or bidirectional network" in err
     assert "Layouts that can: torch" in err
+
+
+# -- TF1's LSTMCell and Karpathy's lstm.py --------------------------------------------
+
+
+def test_a_tf1_kernel_without_the_forget_bias_fails_on_its_bias() -> None:
+    report = report_of(kernels.tf1_lstm_without_forget_bias, "lstm", "tf1")
+    assert report.layout == "tf1"
+    assert set(report.wrong_keys) <= {
+        "kernel",
+        "bias",
+        "c0",
+        "h0",
+        "dense/kernel",
+        "dense/bias",
+        "xs",
+    }
+    assert "bias[" in str(report).split("reproducer:")[0] or "kernel[" in str(report)
+
+
+def test_a_keras_order_kernel_in_tf1_names_fails_in_tf1_keys() -> None:
+    # Not a pure permutation of the canonical cell (the forget_bias stays on TF1's third
+    # block, which this kernel reads as g), so no gate-order hint is asserted here.
+    report = report_of(kernels.tf1_lstm_in_keras_order, "lstm", "tf1")
+    assert {"kernel", "bias"} <= set(report.wrong_keys)
+    assert "kernel[" in str(report)
+
+
+def test_a_torch_order_kernel_in_karpathy_names_is_hinted() -> None:
+    report = report_of(kernels.karpathy_lstm_in_torch_order, "lstm", "karpathy")
+    assert "WLSTM" in report.wrong_keys
+    (said,) = report.hints
+    assert "reads the gate blocks of WLSTM in the order i, f, g, o (the order of torch" in said
+    assert "layout karpathy (Karpathy's lstm.py LSTM.forward(X, WLSTM, c0, h0)) stacks" in said
+    assert "i, f, o, g (the order of cs231n, karpathy)" in said, said

@@ -274,3 +274,93 @@ def torch_lstm_stack_reads_layer_0_reverse(
     """A 2-layer bidirectional LSTM kernel whose layer 1 forward direction multiplies by
     ``weight_hh_l0_reverse`` where PyTorch reads ``weight_hh_l1`` (an indexing slip)."""
     return _torch_stack(params, xs, targets, cell="lstm", edit=_layer_1_reads_layer_0_reverse)
+
+
+def _tf1_lstm(
+    params: dict[str, Array], xs: Array, targets: Array, *, order: str, forget_bias: float
+) -> dict[str, Array]:
+    """TensorFlow 1's LSTMCell (kernel (D+H, 4H) used as [x, h] K, bias (4H,), a constant
+    ``forget_bias`` added to the f block) with its gate blocks read in ``order``."""
+    K, H = params["kernel"], params["h0"].shape[-1]
+    D = K.shape[0] - H
+    constant = np.zeros(4 * H)
+    f = order.index("f")
+    constant[f * H : (f + 1) * H] = forget_bias
+    canonical = {
+        "W_ih": K[:D].T,
+        "W_hh": K[D:].T,
+        "b_ih": params["bias"],
+        "b_hh": constant.astype(K.dtype),
+        "h0": params["h0"],
+        "c0": params["c0"],
+        "U": params["dense/kernel"].T,
+        "b_y": params["dense/bias"],
+    }
+    g = lstm._bptt(canonical, xs.swapaxes(0, 1), targets.swapaxes(0, 1), order=order)
+    return {
+        "kernel": np.concatenate([g["W_ih"].T, g["W_hh"].T]),
+        "bias": g["b_ih"],
+        "c0": g["c0"],
+        "h0": g["h0"],
+        "dense/kernel": g["U"].T,
+        "dense/bias": g["b_y"],
+        "xs": g["xs"].swapaxes(0, 1),
+    }
+
+
+def tf1_lstm(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
+    """A right TF1 LSTMCell kernel: gates i, j, f, o, forget_bias 1.0 (``--layout tf1``)."""
+    return _tf1_lstm(params, xs, targets, order="igfo", forget_bias=1.0)
+
+
+def tf1_lstm_without_forget_bias(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A TF1 kernel that leaves out the forget_bias LSTMCell adds at run time."""
+    return _tf1_lstm(params, xs, targets, order="igfo", forget_bias=0.0)
+
+
+def tf1_lstm_in_keras_order(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A Keras LSTM kernel (gates i, f, c, o) handed TF1's kernel and bias."""
+    return _tf1_lstm(params, xs, targets, order="ifgo", forget_bias=1.0)
+
+
+def karpathy_lstm(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
+    """A right kernel for Karpathy's lstm.py: WLSTM (1+D+H, 4H) used as [1, x, h] W,
+    gates i, f, o, g (``--layout karpathy``)."""
+    return _karpathy_lstm(params, xs, targets, order="ifog")
+
+
+def karpathy_lstm_in_torch_order(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A kernel that reads WLSTM's gate columns in PyTorch's order i, f, g, o."""
+    return _karpathy_lstm(params, xs, targets, order="ifgo")
+
+
+def _karpathy_lstm(
+    params: dict[str, Array], xs: Array, targets: Array, *, order: str
+) -> dict[str, Array]:
+    W, H = params["WLSTM"], params["h0"].shape[-1]
+    D = W.shape[0] - 1 - H
+    canonical = {
+        "W_ih": W[1 : 1 + D].T,
+        "W_hh": W[1 + D :].T,
+        "b_ih": W[0],
+        "b_hh": np.zeros_like(W[0]),
+        "h0": params["h0"],
+        "c0": params["c0"],
+        "U": params["U"],
+        "b_y": params["b_y"],
+    }
+    g = lstm._bptt(canonical, xs, targets, order=order)
+    return {
+        "WLSTM": np.concatenate([g["b_ih"][None], g["W_ih"].T, g["W_hh"].T]),
+        "c0": g["c0"],
+        "h0": g["h0"],
+        "U": g["U"],
+        "b_y": g["b_y"],
+        "xs": g["xs"],
+    }
