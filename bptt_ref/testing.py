@@ -48,7 +48,8 @@ Each case is judged by :func:`bptt_ref.jax_reference.judge`, the tolerance model
 smallest case; the :class:`Report` names the wrong keys with their errors, saves the
 case as an ``.npz`` reproducer, and adds hints where the evidence is clear.
 
-Layouts: with ``layout="torch"`` (or ``"keras"``, ``"onnx"``, ``"flax"``, ``"cs231n"``;
+Layouts: with ``layout="torch"`` (or ``"keras"``, ``"onnx"``, ``"flax"``, ``"cs231n"``,
+and for the LSTM ``"tf1"``, ``"karpathy"``;
 :mod:`bptt_ref.layouts` states each), ``fn`` receives the parameters under that
 framework's names and shapes (``weight_ih_l0`` (4H, D), ``recurrent_kernel`` (H, 4H), a
 Flax tree, ...), ``xs`` and ``targets`` in its batch axis (batch-major (B, T, ·) for
