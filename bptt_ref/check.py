@@ -516,7 +516,8 @@ def add_parser(commands: Any) -> None:
         default=None,
         help="the framework layout fn takes and returns: its keys, shapes, gate order and "
         "batch axis (default: bptt-ref's own, PyTorch's with the keys W_ih, W_hh, ...); "
-        "with --layers or --bidirectional only torch (nn.LSTM's whole state_dict)",
+        "with --layers or --bidirectional: torch (nn.LSTM's whole state_dict), or onnx for "
+        "one bidirectional layer",
     )
     check.add_argument(
         "--layers",

@@ -11,7 +11,8 @@ numbers as a framework holds them:
 torch     ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` ``state_dict`` names: ``weight_ih_l0`` (G·H, D),
           ``weight_hh_l0`` (G·H, H), ``bias_ih_l0``, ``bias_hh_l0`` (G·H,); gates as canonical;
           ``h_0``, ``c_0`` (1, B, H) (``num_layers · num_directions`` = 1); the head an
-          ``nn.Linear`` ``fc.weight`` (O, H), ``fc.bias`` (O,); time-major.
+          ``nn.Linear`` ``fc.weight`` (O, H), ``fc.bias`` (O,); time-major. Stacked and
+          bidirectional networks: the whole ``state_dict`` (:func:`torch_network_layout`).
 keras     ``kernel`` (D, G·H), ``recurrent_kernel`` (H, G·H) used as ``x W`` and ``h W``;
           LSTM gates i, f, c, o (c is the candidate g), one ``bias`` (4H,); GRU gates z, r, h
           (h is the candidate n), ``reset_after=True`` (``gru``): ``bias`` (2, 3H) = [input
@@ -25,6 +26,7 @@ onnx      the ``LSTM`` / ``GRU`` / ``RNN`` operators: ``W`` (1, G·H, D), ``R`` 
           (``gru_reset_before``); ``initial_h``, ``initial_c`` (1, B, H); the operators
           have no output head, so it keeps the names ``U``, ``b_y``; time-major X. The
           LSTM's peepholes ``P`` are left out: the canonical cell has none (P = 0).
+          One bidirectional layer is one operator (:func:`onnx_network_layout`).
 flax      ``OptimizedLSTMCell`` / ``LSTMCell``, ``GRUCell``, ``SimpleCell`` parameter trees
           as nested dicts: LSTM ``{"cell": {"ii": {"kernel"}, "if", "ig", "io", "hi": {"kernel",
           "bias"}, "hf", "hg", "ho"}}``, each kernel (D, H) or (H, H) used as ``x K``, only the
@@ -96,6 +98,7 @@ __all__ = [
     "Layout",
     "Piece",
     "layout_named",
+    "onnx_network_layout",
     "stackable",
     "tf1_lstm",
     "torch_cell_layout",
@@ -269,8 +272,9 @@ class Layout:
             raise ValueError(
                 f"layout {self.name!r} cannot express a stacked or bidirectional network "
                 f"(num_layers={network.num_layers}, bidirectional={network.bidirectional}): "
-                f"{self.single_only}. Layouts that can: {', '.join(stackable())}; or check "
-                "the stack in bptt-ref's own names (no layout)"
+                f"{self.single_only}. Layouts that can: {', '.join(stackable())} (onnx one "
+                "bidirectional layer only); or check the stack in bptt-ref's own names (no "
+                "layout)"
             )
         if self.stacks is None or (network.num_layers, network.bidirectional) == (
             self.num_layers,
@@ -285,6 +289,14 @@ class Layout:
             num_layers=network.num_layers,
             bidirectional=network.bidirectional,
         )
+
+    def expresses(self, num_layers: int, bidirectional: bool) -> bool:
+        """Whether :meth:`stacked` can give this network (torch: any; onnx: one layer)."""
+        try:
+            self.stacked(num_layers, bidirectional)
+        except ValueError:
+            return False
+        return True
 
     def canonical_shapes(self, cell: str) -> dict[str, tuple[str, ...]]:
         """The canonical arrays this layout converts to, in named dims: the cell's
@@ -683,24 +695,31 @@ def _keras(cell: str) -> CellLayout:
     )
 
 
-def _onnx(cell: str) -> CellLayout:
+def _onnx(cell: str, suffixes: tuple[str, ...] = ("",)) -> CellLayout:
+    """One ONNX operator over the directions whose canonical keys end in ``suffixes``:
+    ``("",)`` the single cell, ``("_l0", "_l0_reverse")`` a bidirectional layer."""
     spec = CELLS[cell]
     gates = {"lstm": ("i", "o", "f", "g"), "rnn": ()}.get(cell, ("z", "r", "n"))
-    w_ih, w_hh, b_ih, b_hh = spec.roles
     G = f"{spec.gates}H" if spec.gates > 1 else "H"
-    recurrent_bias = (Piece(None, into=b_ih),) if b_hh is None else _gated(b_hh, gates)
+    dirs = str(len(suffixes))
     states = {"h0": "initial_h", "c0": "initial_c"}
+    W: list[Piece] = []
+    R: list[Piece] = []
+    B: list[Piece] = []
+    for suffix in suffixes:
+        w_ih, w_hh, b_ih = (k + suffix for k in spec.roles[:3])
+        b_hh = None if spec.roles[3] is None else spec.roles[3] + suffix
+        recurrent_bias = (Piece(None, into=b_ih),) if b_hh is None else _gated(b_hh, gates)
+        W += _gated(w_ih, gates) or (Piece(w_ih),)
+        R += _gated(w_hh, gates) or (Piece(w_hh),)
+        B += (*(_gated(b_ih, gates) or (Piece(b_ih),)), *recurrent_bias)
     return CellLayout(
         entries=(
-            Entry("W", ("1", G, "D"), _gated(w_ih, gates) or (Piece(w_ih),)),
-            Entry("R", ("1", G, "H"), _gated(w_hh, gates) or (Piece(w_hh),)),
-            Entry(
-                "B",
-                ("1", f"{2 * spec.gates}H"),
-                (*(_gated(b_ih, gates) or (Piece(b_ih),)), *recurrent_bias),
-            ),
-            *(Entry(states[k], ("1", "B", "H"), (Piece(k),)) for k in spec.states),
-            Entry("U", ("O", "H"), (Piece("U"),)),
+            Entry("W", (dirs, G, "D"), tuple(W)),
+            Entry("R", (dirs, G, "H"), tuple(R)),
+            Entry("B", (dirs, f"{2 * spec.gates}H"), tuple(B)),
+            *(Entry(states[k], (dirs, "B", "H"), (Piece(k),)) for k in spec.states),
+            Entry("U", ("O", f"{dirs}H" if len(suffixes) > 1 else "H"), (Piece("U"),)),
             Entry("b_y", ("O",), (Piece("b_y"),)),
             _XS_TIME,
         ),
@@ -710,8 +729,36 @@ def _onnx(cell: str) -> CellLayout:
             "lstm": "ONNX LSTM without peepholes",
             "gru": "ONNX GRU(linear_before_reset=1)",
             "gru_reset_before": "ONNX GRU(linear_before_reset=0)",
-        }[cell],
+        }[cell]
+        + (', direction="bidirectional"' if len(suffixes) > 1 else ""),
     )
+
+
+def onnx_network_layout(cell: str, num_layers: int = 1, bidirectional: bool = False) -> CellLayout:
+    """``cell`` as one ONNX operator with ``direction="bidirectional"``: ``W`` (2, G·H,
+    D), ``R`` (2, G·H, H), ``B`` (2, 2·G·H), ``initial_h`` (and ``initial_c``) (2, B, H),
+    index 0 the forward direction (the stack's ``_l0``) and 1 the reverse
+    (``_l0_reverse``); the head ``U`` (O, 2H) reads ``Y`` (T, 2, B, H) with its two
+    directions side by side, [forward, reverse], as :mod:`bptt_ref.stack` does. For one
+    layer and one direction, the single cell.
+
+    Raises:
+        ValueError: ``num_layers`` > 1: an ONNX operator is one layer.
+    """
+    from bptt_ref import stack
+
+    network = stack.configure(cell, num_layers, bidirectional)
+    if network.single:
+        return _onnx(cell)
+    if network.num_layers > 1:
+        raise ValueError(
+            f"layout 'onnx' cannot express num_layers={network.num_layers}: an ONNX "
+            "RNN, LSTM or GRU operator is one layer "
+            '(direction="bidirectional" at most), and a stack is several operators whose '
+            "tensor names the graph chooses, with a reshape of Y (T, dirs, B, H) between "
+            "them. Check it in layout torch, or in bptt-ref's own names (no layout)"
+        )
+    return _onnx(cell, (torch_suffix(0), torch_suffix(0, reverse=True)))
 
 
 def _flax(cell: str) -> CellLayout:
@@ -862,13 +909,7 @@ LAYOUTS: dict[str, Layout] = {
         "(forward_lstm/, backward_lstm/, lstm_1/, ...) the user's model chooses, so no fixed "
         "set of keys names a stack",
     ),
-    "onnx": Layout(
-        "onnx",
-        {c: _onnx(c) for c in CELLS},
-        single_only="an ONNX operator is one layer; a stack is several operators whose "
-        "tensor names the graph chooses, with a reshape of Y (T, dirs, B, H) between them, "
-        "so no fixed set of keys names a stack",
-    ),
+    "onnx": Layout("onnx", {c: _onnx(c) for c in CELLS}, stacks=onnx_network_layout),
     "flax": Layout(
         "flax",
         {c: _flax(c) for c in ("rnn", "lstm", "gru")},

@@ -59,8 +59,10 @@ names the framework's keys and indices (``recurrent_kernel[3, 17]``), and a mix-
 two frameworks' conventions (a gate order, r and z, the GRU's reset side, a transposed
 recurrent kernel, z and 1 − z) is hinted with both named. With ``num_layers`` > 1 or
 ``bidirectional=True``, ``layout="torch"`` is ``nn.LSTM``'s whole ``state_dict``
-(``weight_hh_l1_reverse``, ``h_0`` (L·dirs, B, H), ``fc.weight`` (O, dirs·H)); the other
-layouts cannot name a stack and refuse one, saying why.
+(``weight_hh_l1_reverse``, ``h_0`` (L·dirs, B, H), ``fc.weight`` (O, dirs·H)), and
+``layout="onnx"`` with one bidirectional layer is one operator with
+``direction="bidirectional"`` (``W`` (2, G·H, D)); the other layouts cannot name a stack
+and refuse one, saying why.
 
 The checker lives in :mod:`bptt_ref.checker` (protocol, search, hints, report); this
 module is its public namespace.

@@ -43,8 +43,8 @@ Only :func:`load` is needed to read a set, and it needs NumPy alone.
 A set written with a framework layout (``bptt-ref vectors --layout torch``, :mod:`bptt_ref.layouts`)
 holds the same cases with every array under that framework's names, shapes and batch
 axis (``<dt>.weight_ih_l0``, ``<dt>.grad.weight_ih_l0``; Flax's tree as ``/`` paths, e.g.
-``<dt>.cell/hi/kernel``), only for the cells the layout expresses, and the stacked
-networks only in ``torch``, the one layout that names a stack (``nn.LSTM``'s whole
+``<dt>.cell/hi/kernel``), only for the cells and networks the layout expresses (the
+set's 2-layer bidirectional networks only in ``torch``, as ``nn.LSTM``'s whole
 ``state_dict``, :meth:`bptt_ref.layouts.Layout.stacked`). Its manifest says so
 at the top (``"layout": "torch"``) and in each case's ``layout.framework`` (the name, the
 framework's class and options, its gate order in its own letters, every array in named
@@ -341,15 +341,14 @@ def write(
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
-    # A stacked case is written only in a layout that names a stack (torch's state_dict).
+    # A stacked case is written only in a layout that names it (torch's state_dict).
     specs = [
         (i, spec)
         for i, spec in enumerate(_specs())
         if spec["cell"] in wanted
         and (
             framework is None
-            or framework.stacks is not None
-            or (spec.get("num_layers", 1), spec.get("bidirectional", False)) == (1, False)
+            or framework.expresses(spec.get("num_layers", 1), spec.get("bidirectional", False))
         )
     ]
     if progress is not None:

@@ -249,7 +249,14 @@ def keras_loss(cell: str, p: dict[str, Any], xs: Any, targets: Any) -> Any:
 
 
 def onnx_loss(cell: str, p: dict[str, Any], xs: Any, targets: Any) -> Any:
-    W, R, B = p["W"][0], p["R"][0], p["B"][0]
+    c0 = p["initial_c"][0] if cell == "lstm" else None
+    hs = onnx_steps(cell, p, 0, p["initial_h"][0], c0, xs)
+    return _mse(hs @ p["U"].T + p["b_y"][None, None, :], targets)
+
+
+def onnx_steps(cell: str, p: dict[str, Any], direction: int, h: Any, c: Any, xs: Any) -> Any:
+    """The per-step H (T, B, H) of direction ``direction`` of W, R, B, from h and c."""
+    W, R, B = p["W"][direction], p["R"][direction], p["B"][direction]
     Wb, Rb = jnp.split(B, 2)
 
     def step(state: Any, x: Any) -> Any:
@@ -274,9 +281,7 @@ def onnx_loss(cell: str, p: dict[str, Any], xs: Any, targets: Any) -> Any:
             h = (1 - z) * hh + z * h
         return (h, c), h
 
-    c0 = p["initial_c"][0] if cell == "lstm" else None
-    hs = _scan(step, (p["initial_h"][0], c0), xs)
-    return _mse(hs @ p["U"].T + p["b_y"][None, None, :], targets)
+    return _scan(step, (h, c), xs)
 
 
 def flax_loss(cell: str, tree: dict[str, Any], xs: Any, targets: Any) -> Any:
@@ -694,10 +699,77 @@ def test_a_planted_wrong_stacked_converter_fails_the_comparison(swap: dict[str, 
 
 
 def test_layouts_without_a_stack_say_why_and_name_those_with_one() -> None:
-    for name in ("keras", "onnx", "flax", "cs231n"):
+    for name in ("keras", "flax", "cs231n", "tf1", "karpathy"):
         with pytest.raises(ValueError, match=f"layout '{name}' cannot express a stacked") as info:
             bptt_ref.layouts.layout_named(name, num_layers=2)
-        assert "Layouts that can: torch" in str(info.value)
+        assert "Layouts that can: torch, onnx" in str(info.value)
         assert LAYOUTS[name].stacked(1, False) is LAYOUTS[name]
     assert "Bidirectional" in LAYOUTS["keras"].single_only
-    assert bptt_ref.layouts.stackable() == ("torch",)
+    assert bptt_ref.layouts.stackable() == ("torch", "onnx")
+
+
+# -- ONNX's bidirectional operator ------------------------------------------------------
+
+
+def onnx_bidirectional_loss(cell: str, p: dict[str, Any], xs: Any, targets: Any) -> Any:
+    """One operator with direction="bidirectional" (ONNX spec): index 0 of W, R, B,
+    initial_h/c runs forward, index 1 runs over the reversed sequence and its outputs
+    are put back in time order; Y (T, 2, B, H); the head reads [Y[:, 0], Y[:, 1]]."""
+    Y = []
+    for d in (0, 1):
+        c0 = p["initial_c"][d] if cell == "lstm" else None
+        seq = xs[::-1] if d else xs
+        hs = onnx_steps(cell, p, d, p["initial_h"][d], c0, seq)
+        Y.append(hs[::-1] if d else hs)
+    return _mse(jnp.concatenate(Y, axis=-1) @ p["U"].T + p["b_y"][None, None, :], targets)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", list(LAYOUTS["onnx"].cells))
+def test_onnx_bidirectional_round_trips_and_agrees_with_the_spec(cell: str, dtype: Any) -> None:
+    layout = bptt_ref.layouts.layout_named("onnx", bidirectional=True)
+    assert layout.shapes(cell, DIMS)["W"][0] == 2
+    agree_with_onnx_bidirectional(layout, cell, dtype)
+
+
+def test_a_planted_direction_swap_in_onnx_fails_the_comparison() -> None:
+    swap = {"W_hh_l0": "W_hh_l0_reverse", "W_hh_l0_reverse": "W_hh_l0"}
+    planted = _renamed(bptt_ref.layouts.layout_named("onnx", bidirectional=True), "gru", swap)
+    with pytest.raises(AssertionError):
+        agree_with_onnx_bidirectional(planted, "gru", np.float64)
+
+
+def agree_with_onnx_bidirectional(layout: Layout, cell: str, dtype: Any) -> None:
+    """Round trips, and the spec's JAX gradient against the NumPy stack's converted."""
+    params, xs, targets = stack_case(cell, 1, True, dtype)
+    canonical = {**params, "xs": xs}
+    arrays = {**random_layout_arrays(layout, cell, dtype), "xs": xs}
+    if cell != "rnn":
+        assert bitwise_equal(layout.to_layout(cell, layout.from_layout(cell, arrays)), arrays)
+    assert bitwise_equal(layout.from_layout(cell, layout.to_layout(cell, canonical)), canonical)
+    _, grads = stack.loss_and_grad(params, xs, targets, cell=cell, bidirectional=True)
+    there = layout.grads_to_layout(cell, dict(grads))
+    assert bitwise_equal(layout.grads_from_layout(cell, there), dict(grads))
+    rtol = tolerance_for(dtype)
+    with jax.enable_x64(True):
+
+        def loss(flat: dict[str, Any], x: Any) -> Any:
+            return onnx_bidirectional_loss(cell, flat, x, targets.astype(np.float64))
+
+        wide = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in arrays.items() if k != "xs"}
+        g_flat, g_xs = jax.grad(loss, argnums=(0, 1))(wide, jnp.asarray(xs, dtype=jnp.float64))
+        framework = {**{k: np.asarray(v) for k, v in g_flat.items()}, "xs": np.asarray(g_xs)}
+        at = layout.from_layout(cell, arrays)
+        _, ours = stack.loss_and_grad(
+            at, at.pop("xs"), targets, cell=cell, num_layers=1, bidirectional=True
+        )
+    converted = layout.grads_to_layout(cell, ours)
+    assert sorted(converted) == sorted(framework)
+    for k, g in framework.items():
+        size = np.max(np.abs(g))
+        np.testing.assert_allclose(converted[k], g, rtol=0, atol=rtol * size, err_msg=k)
+
+
+def test_onnx_refuses_more_than_one_layer() -> None:
+    with pytest.raises(ValueError, match="an ONNX RNN, LSTM or GRU operator is one layer"):
+        bptt_ref.layouts.layout_named("onnx", num_layers=2, bidirectional=True)

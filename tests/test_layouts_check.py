@@ -258,7 +258,41 @@ def test_the_command_checks_a_stack_in_torch_names(
     assert "weight_hh_l1[" in out or "weight_hh_l0_reverse[" in out, out
 
 
-@pytest.mark.parametrize("layout", ["keras", "onnx", "flax", "cs231n"])
+def test_a_bidirectional_onnx_operator_is_checked_in_its_names() -> None:
+    assert_bptt_gradients(
+        kernels.onnx_lstm_bidirectional,
+        cell="lstm",
+        layout="onnx",
+        bidirectional=True,
+        max_examples=EXAMPLES,
+    )
+    result = check_gradients(
+        kernels.onnx_lstm_bidirectional_directions_swapped,
+        cell="lstm",
+        layout="onnx",
+        bidirectional=True,
+        max_examples=EXAMPLES,
+    )
+    assert result.report is not None
+    assert set(result.report.wrong_keys) <= {
+        "W", "R", "B", "initial_h", "initial_c", "U", "b_y", "xs"
+    }  # fmt: skip
+    assert "W[" in str(result.report) or "R[" in str(result.report)
+
+
+def test_onnx_refuses_two_layers_as_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            *("check", "planted.layout_kernels:onnx_lstm_bidirectional", "--cell", "lstm"),
+            *("--layers", "2", "--bidirectional", "--layout", "onnx"),
+        ]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "layout 'onnx' cannot express num_layers=2: an ONNX RNN, LSTM or GRU operator" in err
+
+
+@pytest.mark.parametrize("layout", ["keras", "flax", "cs231n", "tf1", "karpathy"])
 def test_a_layout_without_stacks_is_a_usage_error_saying_why(
     layout: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -271,7 +305,7 @@ def test_a_layout_without_stacks_is_a_usage_error_saying_why(
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2
     assert f"layout '{layout}' cannot express a stacked or bidirectional network" in err
-    assert "Layouts that can: torch" in err
+    assert "Layouts that can: torch, onnx (onnx one bidirectional layer only)" in err
 
 
 # -- TF1's LSTMCell and Karpathy's lstm.py --------------------------------------------

@@ -166,7 +166,8 @@ def check_gradients(
             ``None`` (the default) is bptt-ref's canonical layout. With
             ``num_layers`` > 1 or ``bidirectional``, ``"torch"`` is ``nn.LSTM``'s whole
             ``state_dict`` (``weight_hh_l1_reverse``, ``h_0`` (L·dirs, B, H), ``fc.weight``
-            (O, dirs·H)); the other layouts cannot express a stack.
+            (O, dirs·H)), ``"onnx"`` one operator with ``direction="bidirectional"``
+            (one layer only); the other layouts cannot express a stack.
 
     Returns:
         A :class:`CheckResult`; ``result.report`` is ``None`` exactly when every key
@@ -178,8 +179,8 @@ def check_gradients(
             or a value NumPy cannot read as an array.
         ValueError: an unknown cell, an invalid configuration, dtype, bound, ``sizes``,
             ``timeout`` or ``repeat``, an unknown layout or one that cannot express the
-            cell or the stack (only ``torch`` expresses ``num_layers`` > 1 or
-            ``bidirectional``: PyTorch's whole ``state_dict``).
+            cell or the stack (only ``torch`` expresses ``num_layers`` > 1, PyTorch's
+            whole ``state_dict``; ``onnx`` also one bidirectional layer).
     """
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as seeded
@@ -193,7 +194,8 @@ def check_gradients(
     lay = None if layout is None else layout_named(layout)
     if lay is not None:
         lay.of(cell)
-        # A stack in the layout's names (PyTorch's state_dict); other layouts refuse one.
+        # A stack in the layout's names (PyTorch's state_dict, ONNX's bidirectional
+        # operator); other layouts refuse one.
         lay = lay.stacked(network.num_layers, network.bidirectional)
     if not network.single and sizes == "kernel":
         # The stack's oracle pads each case to its own bucket, so a boundary sweep would

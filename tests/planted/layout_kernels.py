@@ -364,3 +364,54 @@ def _karpathy_lstm(
         "b_y": g["b_y"],
         "xs": g["xs"],
     }
+
+
+def onnx_lstm_bidirectional(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A right kernel of one ONNX LSTM operator with direction="bidirectional" (W (2, 4H,
+    D), gates i, o, f, c; index 0 forward, 1 reverse) and a head U (O, 2H) reading
+    [Y[:, 0], Y[:, 1]]: bptt-ref's NumPy stack on the arrays renamed and permuted by hand."""
+    H = params["initial_h"].shape[-1]
+    # Canonical block j (i, f, g, o) is ONNX block perm[j] (i, o, f, c).
+    perm = np.concatenate([np.arange(k * H, (k + 1) * H) for k in (0, 2, 3, 1)])
+    ours: dict[str, Array] = {"U": params["U"], "b_y": params["b_y"]}
+    ours |= {"h0": params["initial_h"], "c0": params["initial_c"]}
+    for d, suffix in enumerate(("_l0", "_l0_reverse")):
+        Wb, Rb = np.split(params["B"][d], 2)
+        ours |= {
+            f"W_ih{suffix}": params["W"][d][perm],
+            f"W_hh{suffix}": params["R"][d][perm],
+            f"b_ih{suffix}": Wb[perm],
+            f"b_hh{suffix}": Rb[perm],
+        }
+    _, g = bptt_ref.stack.loss_and_grad(
+        ours, xs, targets, cell="lstm", num_layers=1, bidirectional=True
+    )
+    back = np.argsort(perm)
+    return {
+        "W": np.stack([g[f"W_ih{s}"][back] for s in ("_l0", "_l0_reverse")]),
+        "R": np.stack([g[f"W_hh{s}"][back] for s in ("_l0", "_l0_reverse")]),
+        "B": np.stack(
+            [
+                np.concatenate([g[f"b_ih{s}"][back], g[f"b_hh{s}"][back]])
+                for s in ("_l0", "_l0_reverse")
+            ]
+        ),
+        "initial_h": g["h0"],
+        "initial_c": g["c0"],
+        "U": g["U"],
+        "b_y": g["b_y"],
+        "xs": g["xs"],
+    }
+
+
+def onnx_lstm_bidirectional_directions_swapped(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """The bidirectional ONNX kernel reading index 1 of W, R, B, initial_h, initial_c as
+    the forward direction and index 0 as the reverse."""
+    per_direction = ("W", "R", "B", "initial_h", "initial_c")
+    swapped = {k: v[::-1].copy() if k in per_direction else v for k, v in params.items()}
+    out = onnx_lstm_bidirectional(swapped, xs, targets)
+    return {k: v[::-1].copy() if k in per_direction else v for k, v in out.items()}
