@@ -516,7 +516,9 @@ def add_parser(commands: Any) -> None:
         choices=tuple(LAYOUTS),
         default=None,
         help="the framework layout fn takes and returns: its keys, shapes, gate order and "
-        "batch axis (default: bptt-ref's own, PyTorch's with the keys W_ih, W_hh, ...)",
+        "batch axis (default: bptt-ref's own, PyTorch's with the keys W_ih, W_hh, ...); "
+        "with --layers or --bidirectional: torch (nn.LSTM's whole state_dict), or onnx for "
+        "one bidirectional layer",
     )
     check.add_argument(
         "--layers",

@@ -11,7 +11,8 @@ numbers as a framework holds them:
 torch     ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` ``state_dict`` names: ``weight_ih_l0`` (G·H, D),
           ``weight_hh_l0`` (G·H, H), ``bias_ih_l0``, ``bias_hh_l0`` (G·H,); gates as canonical;
           ``h_0``, ``c_0`` (1, B, H) (``num_layers · num_directions`` = 1); the head an
-          ``nn.Linear`` ``fc.weight`` (O, H), ``fc.bias`` (O,); time-major.
+          ``nn.Linear`` ``fc.weight`` (O, H), ``fc.bias`` (O,); time-major. Stacked and
+          bidirectional networks: the whole ``state_dict`` (:func:`torch_network_layout`).
 keras     ``kernel`` (D, G·H), ``recurrent_kernel`` (H, G·H) used as ``x W`` and ``h W``;
           LSTM gates i, f, c, o (c is the candidate g), one ``bias`` (4H,); GRU gates z, r, h
           (h is the candidate n), ``reset_after=True`` (``gru``): ``bias`` (2, 3H) = [input
@@ -25,6 +26,7 @@ onnx      the ``LSTM`` / ``GRU`` / ``RNN`` operators: ``W`` (1, G·H, D), ``R`` 
           (``gru_reset_before``); ``initial_h``, ``initial_c`` (1, B, H); the operators
           have no output head, so it keeps the names ``U``, ``b_y``; time-major X. The
           LSTM's peepholes ``P`` are left out: the canonical cell has none (P = 0).
+          One bidirectional layer is one operator (:func:`onnx_network_layout`).
 flax      ``OptimizedLSTMCell`` / ``LSTMCell``, ``GRUCell``, ``SimpleCell`` parameter trees
           as nested dicts: LSTM ``{"cell": {"ii": {"kernel"}, "if", "ig", "io", "hi": {"kernel",
           "bias"}, "hf", "hg", "ho"}}``, each kernel (D, H) or (H, H) used as ``x K``, only the
@@ -39,19 +41,33 @@ cs231n    ``Wx`` (D, G·H), ``Wh`` (H, G·H), ``b`` (G·H,) used as ``x Wx + h W
           from c = 0; ``c0`` is kept so that the cell is the canonical one); the head the
           captioning model's ``W_vocab`` (H, O), ``b_vocab`` (O,); batch-major data
           (N, T, D). It has no GRU.
+tf1       LSTM only: TensorFlow 1's ``LSTMCell``: ``kernel`` (D+H, 4H) used as ``[x, h] K``
+          (rows 0 … D−1 the input side), ``bias`` (4H,), gates i, j, f, o (j the candidate
+          g), ``forget_bias`` = 1.0 added to f at run time (:func:`tf1_lstm`); the state
+          tuple's ``c0``, ``h0`` (B, H); the head a ``tf.layers.dense``: ``dense/kernel``
+          (H, O), ``dense/bias`` (O,); batch-major data (``dynamic_rnn``'s default).
+karpathy  LSTM only: Karpathy's lstm.py: one ``WLSTM`` (1 + D + H, 4H) used as
+          ``[1, x, h] W`` (row 0 the bias), gates i, f, o, g; ``c0``, ``h0`` (B, H); it has
+          no output head, so it keeps ``U``, ``b_y``; time-major X (T, B, D).
 ========  ===================================================================================
 
 **Fused and split biases.** Where a layout keeps one bias where the canonical cell adds
 two at the same place (Keras' LSTM and reset-before GRU, Flax's LSTM and its GRU's r and
-z gates, CS231n), layout → canonical puts it all in the bias of the side the framework
-biases (``b_ih``; ``b_hh`` for Flax's LSTM, which biases the hidden side) and sets the
-other to −0.0, and canonical → layout sums ``b_ih + b_hh`` (−0.0 is the one number whose addition is
+z gates, CS231n, TF1, Karpathy's row 0), layout → canonical puts it all in the bias of
+the side the framework biases (``b_ih``; ``b_hh`` for Flax's LSTM, which biases the
+hidden side) and sets the other to −0.0, and canonical → layout sums ``b_ih + b_hh``
+(−0.0 is the one number whose addition is
 the identity to the bit, so layout → canonical → layout is). Both biases then enter
 only as their sum, so the fused bias's gradient equals each of theirs: canonical →
 layout takes ``∂L/∂b_ih``, layout → canonical gives it to both. Where a layout keeps two
 biases where the canonical cell has one (the rnn's ``b_h`` in PyTorch's and ONNX's
 ``bias_ih`` + ``bias_hh``, ``Wb`` + ``Rb``), layout → canonical sums them and canonical
 → layout puts ``b_h`` in the input-side one and −0.0 in the other; both get ``∂L/∂b_h``.
+TF1's ``forget_bias`` (a constant c added to the f gate at run time, not an array)
+is the one exception to −0.0: layout → canonical puts c in ``b_hh``'s f block, so that
+the canonical cell is TF1's, and canonical → layout sums ``b_ih + (b_hh − c)``, the
+difference written −0.0 where it is zero, so that layout → canonical → layout is the
+identity to the bit; the gradient is as for any fused bias.
 A fused bias can only stand for two biases that enter as a sum: the reset-after GRU's
 candidate ``n = tanh(x W_inᵀ + b_in + r ⊙ (h W_hnᵀ + b_hn))`` has ``∂L/∂b_hn = Σ r ⊙
 ∂L/∂a_n`` but ``∂L/∂b_in = Σ ∂L/∂a_n``, so no layout here fuses them (Keras keeps (2, 3H)
@@ -66,8 +82,8 @@ follow the rules above.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -82,7 +98,11 @@ __all__ = [
     "Layout",
     "Piece",
     "layout_named",
+    "onnx_network_layout",
+    "stackable",
+    "tf1_lstm",
     "torch_cell_layout",
+    "torch_network_layout",
     "torch_suffix",
 ]
 
@@ -103,12 +123,16 @@ class Piece:
             the whole array.
         also: a second canonical bias whose same block is summed into these rows.
         into: with ``key=None``, the canonical bias (same ``gate``) these rows add into.
+        offset: with ``also``, a constant the framework adds to these rows at run time
+            (TF1's ``forget_bias``): canonical → layout sums ``key + (also − offset)``,
+            layout → canonical sets ``also`` to ``offset``.
     """
 
     key: str | None
     gate: str | None = None
     also: str | None = None
     into: str | None = None
+    offset: float = 0.0
 
     @property
     def source(self) -> str:
@@ -124,13 +148,25 @@ class Entry:
 
     The array is ``concatenate(pieces, axis=0)``, then its axes permuted by ``axes``
     (``(1, 0)``: a transposed kernel; ``(1, 0, 2)``: batch-major data), then reshaped to
-    ``shape`` (a literal ``"1"`` is ONNX's direction axis or PyTorch's layer axis).
+    ``shape`` (a literal ``"1"`` is ONNX's direction axis or PyTorch's layer axis; a sum
+    ``"1+D+H"`` is a joined axis). With ``columns``, ``pieces`` fall into consecutive
+    groups of those sizes, each concatenated along axis 0 and the groups joined side by
+    side along axis 1 (a group of 1-D pieces is one column) before the transpose: TF1's
+    kernel ``[W_ihᵀ; W_hhᵀ]``, Karpathy's ``[b; W_ihᵀ; W_hhᵀ]``.
     """
 
     name: str
     shape: tuple[str, ...]
     pieces: tuple[Piece, ...]
     axes: tuple[int, ...] | None = None
+    columns: tuple[int, ...] = ()
+
+    def groups(self) -> list[tuple[Piece, ...]]:
+        """The pieces by column group (one group without ``columns``)."""
+        if not self.columns:
+            return [self.pieces]
+        ends = np.cumsum(self.columns)
+        return [self.pieces[end - n : end] for n, end in zip(self.columns, ends, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -178,11 +214,20 @@ class Layout:
         cells: the cells it can express, by canonical cell name.
         nested: whether the framework holds a tree (Flax): ``nest`` turns flat ``/``
             paths into nested dicts (a level of keys ``"0"``, ``"1"``, … into a tuple).
+        stacks: ``stacks(cell, num_layers, bidirectional)``, the cell's layout in a
+            stacked or bidirectional network, for a layout that can express one
+            (:meth:`stacked`); ``None`` where it cannot, ``single_only`` saying why.
+        num_layers, bidirectional: the network ``cells`` describe (:mod:`bptt_ref.stack`):
+            1 and ``False``, a single cell, unless made by :meth:`stacked`.
     """
 
     name: str
     cells: Mapping[str, CellLayout]
     nested: bool = False
+    stacks: Callable[[str, int, bool], CellLayout] | None = None
+    single_only: str = ""
+    num_layers: int = 1
+    bidirectional: bool = False
 
     def __post_init__(self) -> None:
         for cell, own in self.cells.items():
@@ -208,6 +253,65 @@ class Layout:
                 f"layout {self.name!r} cannot express cell {cell!r}; it expresses "
                 f"{', '.join(self.cells)}"
             ) from None
+
+    def stacked(self, num_layers: int, bidirectional: bool) -> Layout:
+        """This layout of the network with ``num_layers`` layers, ``bidirectional`` or not
+        (:mod:`bptt_ref.stack`): its conversions map the framework's names onto the
+        stack's (``weight_hh_l1_reverse`` ↔ ``W_hh_l1_reverse``). For 1 and ``False``,
+        the single-cell layout.
+
+        Raises:
+            ValueError: a layout that cannot express a stack, saying why; an invalid
+                ``num_layers``.
+            TypeError: as :func:`bptt_ref.stack.configure`.
+        """
+        from bptt_ref import stack
+
+        network = stack.configure(next(iter(self.cells)), num_layers, bidirectional)
+        if self.stacks is None and not network.single:
+            raise ValueError(
+                f"layout {self.name!r} cannot express a stacked or bidirectional network "
+                f"(num_layers={network.num_layers}, bidirectional={network.bidirectional}): "
+                f"{self.single_only}. Layouts that can: {', '.join(stackable())} (onnx one "
+                "bidirectional layer only); or check the stack in bptt-ref's own names (no "
+                "layout)"
+            )
+        if self.stacks is None or (network.num_layers, network.bidirectional) == (
+            self.num_layers,
+            self.bidirectional,
+        ):
+            return self
+        return replace(
+            self,
+            cells={
+                c: self.stacks(c, network.num_layers, network.bidirectional) for c in self.cells
+            },
+            num_layers=network.num_layers,
+            bidirectional=network.bidirectional,
+        )
+
+    def expresses(self, num_layers: int, bidirectional: bool) -> bool:
+        """Whether :meth:`stacked` can give this network (torch: any; onnx: one layer)."""
+        try:
+            self.stacked(num_layers, bidirectional)
+        except ValueError:
+            return False
+        return True
+
+    def canonical_shapes(self, cell: str) -> dict[str, tuple[str, ...]]:
+        """The canonical arrays this layout converts to, in named dims: the cell's
+        (:attr:`bptt_ref.cells.Cell.shapes`), or the stack's (:mod:`bptt_ref.stack`),
+        whose initial states have ``num_layers · dirs`` rows, written out as a number."""
+        from bptt_ref import stack
+
+        network = stack.configure(cell, self.num_layers, self.bidirectional)
+        if network.single:
+            return dict(CELLS[cell].shapes)
+        rows = str(network.num_layers * network.dirs)
+        return {
+            k: tuple(rows if e == stack.STATE_ROWS else e for e in v)
+            for k, v in network.shapes().items()
+        }
 
     # -- shapes ---------------------------------------------------------------------------
 
@@ -275,7 +379,7 @@ class Layout:
         self, cell: str, arrays: Mapping[str, Any], *, gradient: bool
     ) -> dict[str, Array]:
         spec = CELLS[cell]
-        dims = _read_dims(spec.shapes, arrays, f"canonical {cell}")
+        dims = _read_dims(self.canonical_shapes(cell), arrays, f"canonical {cell}")
         out = {}
         for entry in self.of(cell).entries:
             sources = {p.source for p in entry.pieces}
@@ -283,16 +387,26 @@ class Layout:
                 sources |= {p.also for p in entry.pieces if p.also is not None}
             if not sources <= set(arrays):
                 continue
-            segments = []
-            for p in entry.pieces:
-                block = np.asarray(arrays[p.source])[_rows(spec.gate_names, p.gate, dims)]
-                if p.key is None and not gradient:
-                    # A split bias: its value is the additive identity, to the bit.
-                    block = np.full_like(block, -0.0)
-                elif p.also is not None and not gradient:
-                    block = block + np.asarray(arrays[p.also])[_rows(spec.gate_names, p.gate, dims)]
-                segments.append(block)
-            value = np.concatenate(segments, axis=0)
+            joined = []
+            for group in entry.groups():
+                segments = []
+                for p in group:
+                    block = np.asarray(arrays[p.source])[_rows(spec.gate_names, p.gate, dims)]
+                    if p.key is None and not gradient:
+                        # A split bias: its value is the additive identity, to the bit.
+                        block = np.full_like(block, -0.0)
+                    elif p.also is not None and not gradient:
+                        other = np.asarray(arrays[p.also])[_rows(spec.gate_names, p.gate, dims)]
+                        if p.offset:
+                            # also − offset is +0.0 when also holds the offset; −0.0 keeps
+                            # the sum the identity on key, −0.0 included.
+                            other = other - p.offset
+                            other = np.where(other == 0, np.asarray(-0.0, other.dtype), other)
+                        block = block + other
+                    segments.append(block)
+                column = np.concatenate(segments, axis=0)
+                joined.append(column[:, None] if entry.columns and column.ndim == 1 else column)
+            value = joined[0] if len(joined) == 1 else np.concatenate(joined, axis=1)
             if entry.axes is not None:
                 value = value.transpose(entry.axes)
             out[entry.name] = value.reshape(_shape(entry.shape, dims))
@@ -306,7 +420,7 @@ class Layout:
         # Only the arrays whose dims are all known: without xs there is no T.
         shapes = {
             k: _shape(v, dims)
-            for k, v in spec.shapes.items()
+            for k, v in self.canonical_shapes(cell).items()
             if all(d.isdigit() or d[-1] in dims for d in v)
         }
         blocks: dict[str, dict[str | None, Array]] = {}
@@ -314,24 +428,33 @@ class Layout:
         for entry in self.of(cell).entries:
             if entry.name not in arrays:
                 continue
-            rows = [shapes[p.source][0] // (spec.gates if p.gate else 1) for p in entry.pieces]
-            stacked = (sum(rows), *shapes[entry.pieces[0].source][1:])
+            groups = entry.groups()
+            rows = [
+                [shapes[p.source][0] // (spec.gates if p.gate else 1) for p in g] for g in groups
+            ]
+            trailing = [shapes[g[0].source][1:] for g in groups]
+            widths = [t[0] if t else 1 for t in trailing]
+            stacked = (sum(rows[0]), *((sum(widths),) if entry.columns else trailing[0]))
             value = np.asarray(arrays[entry.name])
             if entry.axes is None:
                 value = value.reshape(stacked)
             else:
                 value = value.reshape(tuple(stacked[i] for i in entry.axes))
                 value = value.transpose(np.argsort(entry.axes))
-            cuts = np.split(value, np.cumsum(rows)[:-1])
-            for p, segment in zip(entry.pieces, cuts, strict=True):
-                if p.key is None:
-                    split.append((p, segment))
-                    continue
-                blocks.setdefault(p.key, {})[p.gate] = segment
-                if p.also is not None:
-                    blocks.setdefault(p.also, {})[p.gate] = (
-                        segment if gradient else np.full_like(segment, -0.0)
-                    )
+            sides = np.split(value, np.cumsum(widths)[:-1], axis=1) if entry.columns else [value]
+            for group, group_rows, tail, part in zip(groups, rows, trailing, sides, strict=True):
+                if entry.columns and not tail:
+                    part = part[:, 0]
+                cuts = np.split(part, np.cumsum(group_rows)[:-1])
+                for p, segment in zip(group, cuts, strict=True):
+                    if p.key is None:
+                        split.append((p, segment))
+                        continue
+                    blocks.setdefault(p.key, {})[p.gate] = segment
+                    if p.also is not None:
+                        blocks.setdefault(p.also, {})[p.gate] = (
+                            segment if gradient else np.full_like(segment, p.offset or -0.0)
+                        )
         out = {}
         for key, parts in blocks.items():
             order: tuple[str | None, ...] = spec.gate_names if None not in parts else (None,)
@@ -403,7 +526,11 @@ def _rows(order: tuple[str, ...], gate: str | None, dims: Mapping[str, int]) -> 
 
 
 def _shape(spec: tuple[str, ...], dims: Mapping[str, int]) -> tuple[int, ...]:
-    return tuple(int(s) if s.isdigit() else dim_size(s, dims) for s in spec)
+    return tuple(sum(_size(part, dims) for part in s.split("+")) for s in spec)
+
+
+def _size(entry: str, dims: Mapping[str, int]) -> int:
+    return int(entry) if entry.isdigit() else dim_size(entry, dims)
 
 
 def _read_dims(
@@ -415,9 +542,17 @@ def _read_dims(
         if key in arrays:
             shape = np.shape(arrays[key])
             for s, size in zip(spec, shape, strict=False):
-                if not s.isdigit():
+                if not s.isdigit() and "+" not in s:
                     factor = int(s[:-1]) if s[:-1] else 1
                     dims.setdefault(s[-1], size // factor)
+    # A joined axis (1+D+H) gives the one dim no other axis gave (D without xs).
+    for key, spec in specs.items():
+        if key in arrays:
+            for s, size in zip(spec, np.shape(arrays[key]), strict=False):
+                unknown = [part for part in s.split("+") if not part.isdigit() and part not in dims]
+                if "+" in s and len(unknown) == 1 and len(unknown[0]) == 1:
+                    known = sum(_size(part, dims) for part in s.split("+") if part != unknown[0])
+                    dims[unknown[0]] = size - known
     for key, spec in specs.items():
         if key in arrays:
             shape = np.shape(arrays[key])
@@ -454,26 +589,66 @@ def torch_cell_layout(cell: str, suffix: str = torch_suffix()) -> CellLayout:
     """``cell`` as one (layer, direction) of ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``: its
     ``state_dict`` keys end in ``suffix`` (:func:`torch_suffix`); the initial states are
     the (1, B, H) slice of PyTorch's (num_layers · num_directions, B, H)."""
+    return _torch(cell, _torch_weights(cell, suffix, "", "D"), "1", "H")
+
+
+def torch_network_layout(cell: str, num_layers: int = 1, bidirectional: bool = False) -> CellLayout:
+    """``cell`` in ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU(num_layers=L, bidirectional=...)``
+    with an ``nn.Linear`` head: the whole ``state_dict``, layer by layer, forward before
+    reverse (``weight_ih_l0``, …, ``bias_hh_l0_reverse``, ``weight_ih_l1``, …), each
+    holding the stack's array of the same suffix (``weight_hh_l1_reverse`` is
+    ``W_hh_l1_reverse``, :mod:`bptt_ref.stack`); layer k > 0's ``weight_ih`` is
+    (G·H, dirs·H); ``h_0``, ``c_0`` (L·dirs, B, H), row ``k·dirs + d``; ``fc.weight``
+    (O, dirs·H). For L = 1 and one direction, :func:`torch_cell_layout`."""
+    from bptt_ref import stack
+
+    network = stack.configure(cell, num_layers, bidirectional)
+    if network.single:
+        return torch_cell_layout(cell)
+    wide = f"{network.dirs}H" if network.bidirectional else "H"
+    weights = tuple(
+        entry
+        for k, d in network.units()
+        for entry in _torch_weights(
+            cell, torch_suffix(k, bool(d)), torch_suffix(k, bool(d)), "D" if k == 0 else wide
+        )
+    )
+    return _torch(cell, weights, str(network.num_layers * network.dirs), wide)
+
+
+def _torch_weights(cell: str, suffix: str, key_suffix: str, inputs: str) -> tuple[Entry, ...]:
+    """One (layer, direction)'s four ``state_dict`` arrays, named with ``suffix``, holding
+    the canonical arrays named with ``key_suffix``, reading ``inputs`` columns."""
     spec = CELLS[cell]
     rows = f"{spec.gates}H" if spec.gates > 1 else "H"
-    w_ih, w_hh, b_ih, b_hh = spec.roles
+    w_ih, w_hh, b_ih = (k + key_suffix for k in spec.roles[:3])
+    b_hh = None if spec.roles[3] is None else spec.roles[3] + key_suffix
     order = spec.gate_names
     bias_hh = (Piece(None, into=b_ih),) if b_hh is None else _gated(b_hh, order) or (Piece(b_hh),)
+    return (
+        Entry(f"weight_ih{suffix}", (rows, inputs), _gated(w_ih, order) or (Piece(w_ih),)),
+        Entry(f"weight_hh{suffix}", (rows, "H"), _gated(w_hh, order) or (Piece(w_hh),)),
+        Entry(f"bias_ih{suffix}", (rows,), _gated(b_ih, order) or (Piece(b_ih),)),
+        Entry(f"bias_hh{suffix}", (rows,), bias_hh),
+    )
+
+
+def _torch(cell: str, weights: tuple[Entry, ...], state_rows: str, wide: str) -> CellLayout:
+    """The torch :class:`CellLayout` of ``weights``, the initial states with
+    ``state_rows`` rows, and the head reading ``wide`` columns."""
+    spec = CELLS[cell]
     states = {"h0": "h_0", "c0": "c_0"}
     return CellLayout(
         entries=(
-            Entry(f"weight_ih{suffix}", (rows, "D"), _gated(w_ih, order) or (Piece(w_ih),)),
-            Entry(f"weight_hh{suffix}", (rows, "H"), _gated(w_hh, order) or (Piece(w_hh),)),
-            Entry(f"bias_ih{suffix}", (rows,), _gated(b_ih, order) or (Piece(b_ih),)),
-            Entry(f"bias_hh{suffix}", (rows,), bias_hh),
-            *(Entry(states[k], ("1", "B", "H"), (Piece(k),)) for k in spec.states),
-            Entry("fc.weight", ("O", "H"), (Piece("U"),)),
+            *weights,
+            *(Entry(states[k], (state_rows, "B", "H"), (Piece(k),)) for k in spec.states),
+            Entry("fc.weight", ("O", wide), (Piece("U"),)),
             Entry("fc.bias", ("O",), (Piece("b_y"),)),
             _XS_TIME,
         ),
-        gates=order,
+        gates=spec.gate_names,
         convention={
-            "rnn": "torch.nn.RNN (bias_hh_l0 and bias_ih_l0 sum to b_h)",
+            "rnn": "torch.nn.RNN (bias_hh and bias_ih sum to b_h)",
             "lstm": "torch.nn.LSTM",
             "gru": "torch.nn.GRU",
         }.get(cell, ""),
@@ -520,24 +695,31 @@ def _keras(cell: str) -> CellLayout:
     )
 
 
-def _onnx(cell: str) -> CellLayout:
+def _onnx(cell: str, suffixes: tuple[str, ...] = ("",)) -> CellLayout:
+    """One ONNX operator over the directions whose canonical keys end in ``suffixes``:
+    ``("",)`` the single cell, ``("_l0", "_l0_reverse")`` a bidirectional layer."""
     spec = CELLS[cell]
     gates = {"lstm": ("i", "o", "f", "g"), "rnn": ()}.get(cell, ("z", "r", "n"))
-    w_ih, w_hh, b_ih, b_hh = spec.roles
     G = f"{spec.gates}H" if spec.gates > 1 else "H"
-    recurrent_bias = (Piece(None, into=b_ih),) if b_hh is None else _gated(b_hh, gates)
+    dirs = str(len(suffixes))
     states = {"h0": "initial_h", "c0": "initial_c"}
+    W: list[Piece] = []
+    R: list[Piece] = []
+    B: list[Piece] = []
+    for suffix in suffixes:
+        w_ih, w_hh, b_ih = (k + suffix for k in spec.roles[:3])
+        b_hh = None if spec.roles[3] is None else spec.roles[3] + suffix
+        recurrent_bias = (Piece(None, into=b_ih),) if b_hh is None else _gated(b_hh, gates)
+        W += _gated(w_ih, gates) or (Piece(w_ih),)
+        R += _gated(w_hh, gates) or (Piece(w_hh),)
+        B += (*(_gated(b_ih, gates) or (Piece(b_ih),)), *recurrent_bias)
     return CellLayout(
         entries=(
-            Entry("W", ("1", G, "D"), _gated(w_ih, gates) or (Piece(w_ih),)),
-            Entry("R", ("1", G, "H"), _gated(w_hh, gates) or (Piece(w_hh),)),
-            Entry(
-                "B",
-                ("1", f"{2 * spec.gates}H"),
-                (*(_gated(b_ih, gates) or (Piece(b_ih),)), *recurrent_bias),
-            ),
-            *(Entry(states[k], ("1", "B", "H"), (Piece(k),)) for k in spec.states),
-            Entry("U", ("O", "H"), (Piece("U"),)),
+            Entry("W", (dirs, G, "D"), tuple(W)),
+            Entry("R", (dirs, G, "H"), tuple(R)),
+            Entry("B", (dirs, f"{2 * spec.gates}H"), tuple(B)),
+            *(Entry(states[k], (dirs, "B", "H"), (Piece(k),)) for k in spec.states),
+            Entry("U", ("O", f"{dirs}H" if len(suffixes) > 1 else "H"), (Piece("U"),)),
             Entry("b_y", ("O",), (Piece("b_y"),)),
             _XS_TIME,
         ),
@@ -547,8 +729,36 @@ def _onnx(cell: str) -> CellLayout:
             "lstm": "ONNX LSTM without peepholes",
             "gru": "ONNX GRU(linear_before_reset=1)",
             "gru_reset_before": "ONNX GRU(linear_before_reset=0)",
-        }[cell],
+        }[cell]
+        + (', direction="bidirectional"' if len(suffixes) > 1 else ""),
     )
+
+
+def onnx_network_layout(cell: str, num_layers: int = 1, bidirectional: bool = False) -> CellLayout:
+    """``cell`` as one ONNX operator with ``direction="bidirectional"``: ``W`` (2, G·H,
+    D), ``R`` (2, G·H, H), ``B`` (2, 2·G·H), ``initial_h`` (and ``initial_c``) (2, B, H),
+    index 0 the forward direction (the stack's ``_l0``) and 1 the reverse
+    (``_l0_reverse``); the head ``U`` (O, 2H) reads ``Y`` (T, 2, B, H) with its two
+    directions side by side, [forward, reverse], as :mod:`bptt_ref.stack` does. For one
+    layer and one direction, the single cell.
+
+    Raises:
+        ValueError: ``num_layers`` > 1: an ONNX operator is one layer.
+    """
+    from bptt_ref import stack
+
+    network = stack.configure(cell, num_layers, bidirectional)
+    if network.single:
+        return _onnx(cell)
+    if network.num_layers > 1:
+        raise ValueError(
+            f"layout 'onnx' cannot express num_layers={network.num_layers}: an ONNX "
+            "RNN, LSTM or GRU operator is one layer "
+            '(direction="bidirectional" at most), and a stack is several operators whose '
+            "tensor names the graph chooses, with a reshape of Y (T, dirs, B, H) between "
+            "them. Check it in layout torch, or in bptt-ref's own names (no layout)"
+        )
+    return _onnx(cell, (torch_suffix(0), torch_suffix(0, reverse=True)))
 
 
 def _flax(cell: str) -> CellLayout:
@@ -625,23 +835,125 @@ def _cs231n(cell: str) -> CellLayout:
     )
 
 
+def tf1_lstm(forget_bias: float = 1.0) -> CellLayout:
+    """The LSTM as TensorFlow 1's ``tf.compat.v1.nn.rnn_cell.LSTMCell(forget_bias=...)``
+    (no peepholes, no projection) holds it, run by ``dynamic_rnn`` (batch-major):
+    ``kernel`` (D+H, 4H) used as ``[x, h] K``, ``bias`` (4H,), gates i, j, f, o (j the
+    candidate), ``c = σ(f + forget_bias) ⊙ c + σ(i) ⊙ tanh(j)``. ``forget_bias`` is no
+    array: layout → canonical gives ``b_ih = bias`` and ``b_hh`` = ``forget_bias`` on the
+    f block and −0.0 elsewhere; canonical → layout gives ``bias = b_ih + (b_hh −
+    forget_bias·[f block])`` (module docstring); every gradient of ``bias`` is
+    ``∂L/∂b_ih`` (= ``∂L/∂b_hh``)."""
+    gates = ("i", "g", "f", "o")
+    bias = tuple(
+        Piece("b_ih", g, also="b_hh", offset=forget_bias if g == "f" else 0.0) for g in gates
+    )
+    return CellLayout(
+        entries=(
+            Entry(
+                "kernel",
+                ("D+H", "4H"),
+                (*_gated("W_ih", gates), *_gated("W_hh", gates)),
+                _T,
+                columns=(4, 4),
+            ),
+            Entry("bias", ("4H",), bias),
+            Entry("c0", ("B", "H"), (Piece("c0"),)),
+            Entry("h0", ("B", "H"), (Piece("h0"),)),
+            Entry("dense/kernel", ("H", "O"), (Piece("U"),), _T),
+            Entry("dense/bias", ("O",), (Piece("b_y"),)),
+            _XS_BATCH,
+        ),
+        gates=("i", "j", "f", "o"),
+        convention=f"tf.compat.v1.nn.rnn_cell.LSTMCell(forget_bias={forget_bias:g})",
+    )
+
+
+def _karpathy() -> CellLayout:
+    gates = ("i", "f", "o", "g")
+    return CellLayout(
+        entries=(
+            Entry(
+                "WLSTM",
+                ("1+D+H", "4H"),
+                (
+                    *_gated("b_ih", gates, also="b_hh"),
+                    *_gated("W_ih", gates),
+                    *_gated("W_hh", gates),
+                ),
+                _T,
+                columns=(4, 4, 4),
+            ),
+            Entry("c0", ("B", "H"), (Piece("c0"),)),
+            Entry("h0", ("B", "H"), (Piece("h0"),)),
+            Entry("U", ("O", "H"), (Piece("U"),)),
+            Entry("b_y", ("O",), (Piece("b_y"),)),
+            _XS_TIME,
+        ),
+        gates=gates,
+        convention="Karpathy's lstm.py LSTM.forward(X, WLSTM, c0, h0)",
+    )
+
+
 LAYOUTS: dict[str, Layout] = {
-    "torch": Layout("torch", {c: torch_cell_layout(c) for c in ("rnn", "lstm", "gru")}),
-    "keras": Layout("keras", {c: _keras(c) for c in CELLS}),
-    "onnx": Layout("onnx", {c: _onnx(c) for c in CELLS}),
-    "flax": Layout("flax", {c: _flax(c) for c in ("rnn", "lstm", "gru")}, nested=True),
-    "cs231n": Layout("cs231n", {c: _cs231n(c) for c in ("rnn", "lstm")}),
+    "torch": Layout(
+        "torch",
+        {c: torch_cell_layout(c) for c in ("rnn", "lstm", "gru")},
+        stacks=torch_network_layout,
+    ),
+    "keras": Layout(
+        "keras",
+        {c: _keras(c) for c in CELLS},
+        single_only="Keras stacks layers as separate LSTM/GRU layers (return_sequences=True) "
+        "and runs both directions in a keras.layers.Bidirectional wrapper, whose names "
+        "(forward_lstm/, backward_lstm/, lstm_1/, ...) the user's model chooses, so no fixed "
+        "set of keys names a stack",
+    ),
+    "onnx": Layout("onnx", {c: _onnx(c) for c in CELLS}, stacks=onnx_network_layout),
+    "flax": Layout(
+        "flax",
+        {c: _flax(c) for c in ("rnn", "lstm", "gru")},
+        nested=True,
+        single_only="Flax stacks separate nn.RNN modules and runs both directions in "
+        "nn.Bidirectional, under tree paths the user's module names, so no fixed tree "
+        "names a stack",
+    ),
+    "cs231n": Layout(
+        "cs231n",
+        {c: _cs231n(c) for c in ("rnn", "lstm")},
+        single_only="cs231n's rnn_forward and lstm_forward are one layer, one direction",
+    ),
+    "tf1": Layout(
+        "tf1",
+        {"lstm": tf1_lstm()},
+        single_only="TensorFlow 1 stacks cells in MultiRNNCell and runs directions with "
+        "bidirectional_dynamic_rnn, under variable scopes (multi_rnn_cell/cell_0/...) the "
+        "user's graph chooses",
+    ),
+    "karpathy": Layout(
+        "karpathy",
+        {"lstm": _karpathy()},
+        single_only="Karpathy's lstm.py is one layer, one direction",
+    ),
 }
 """Every layout by name; ``"canonical"`` (:func:`layout_named`) is bptt-ref's own."""
 
 
-def layout_named(name: str) -> Layout:
-    """The :class:`Layout` called ``name``.
+def stackable() -> tuple[str, ...]:
+    """The names of the layouts that can express a stacked or bidirectional network."""
+    return tuple(n for n, lay in LAYOUTS.items() if lay.stacks is not None)
+
+
+def layout_named(name: str, *, num_layers: int = 1, bidirectional: bool = False) -> Layout:
+    """The :class:`Layout` called ``name``, of the network with ``num_layers`` layers,
+    ``bidirectional`` or not (:meth:`Layout.stacked`; by default a single cell).
 
     Raises:
-        ValueError: an unknown name, listing the known ones.
+        ValueError: an unknown name, listing the known ones; a layout that cannot
+            express the network, saying why.
     """
     try:
-        return LAYOUTS[name]
+        found = LAYOUTS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown layout {name!r}; expected one of {list(LAYOUTS)}") from None
+    return found.stacked(num_layers, bidirectional)

@@ -48,7 +48,8 @@ Each case is judged by :func:`bptt_ref.jax_reference.judge`, the tolerance model
 smallest case; the :class:`Report` names the wrong keys with their errors, saves the
 case as an ``.npz`` reproducer, and adds hints where the evidence is clear.
 
-Layouts: with ``layout="torch"`` (or ``"keras"``, ``"onnx"``, ``"flax"``, ``"cs231n"``;
+Layouts: with ``layout="torch"`` (or ``"keras"``, ``"onnx"``, ``"flax"``, ``"cs231n"``,
+and for the LSTM ``"tf1"``, ``"karpathy"``;
 :mod:`bptt_ref.layouts` states each), ``fn`` receives the parameters under that
 framework's names and shapes (``weight_ih_l0`` (4H, D), ``recurrent_kernel`` (H, 4H), a
 Flax tree, ...), ``xs`` and ``targets`` in its batch axis (batch-major (B, T, ·) for
@@ -56,7 +57,12 @@ Keras, Flax and CS231n), and returns gradients under the same keys, ``xs`` inclu
 returned entry is judged with the tolerance of the canonical entry it holds, the report
 names the framework's keys and indices (``recurrent_kernel[3, 17]``), and a mix-up of
 two frameworks' conventions (a gate order, r and z, the GRU's reset side, a transposed
-recurrent kernel, z and 1 − z) is hinted with both named.
+recurrent kernel, z and 1 − z) is hinted with both named. With ``num_layers`` > 1 or
+``bidirectional=True``, ``layout="torch"`` is ``nn.LSTM``'s whole ``state_dict``
+(``weight_hh_l1_reverse``, ``h_0`` (L·dirs, B, H), ``fc.weight`` (O, dirs·H)), and
+``layout="onnx"`` with one bidirectional layer is one operator with
+``direction="bidirectional"`` (``W`` (2, G·H, D)); the other layouts cannot name a stack
+and refuse one, saying why.
 
 The checker lives in :mod:`bptt_ref.checker` (protocol, search, hints, report); this
 module is its public namespace.

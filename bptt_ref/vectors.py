@@ -43,7 +43,9 @@ Only :func:`load` is needed to read a set, and it needs NumPy alone.
 A set written with a framework layout (``bptt-ref vectors --layout torch``, :mod:`bptt_ref.layouts`)
 holds the same cases with every array under that framework's names, shapes and batch
 axis (``<dt>.weight_ih_l0``, ``<dt>.grad.weight_ih_l0``; Flax's tree as ``/`` paths, e.g.
-``<dt>.cell/hi/kernel``), only for the cells the layout expresses. Its manifest says so
+``<dt>.cell/hi/kernel``), only for the cells and networks the layout expresses (the
+set's 2-layer bidirectional networks only in ``torch``, as ``nn.LSTM``'s whole
+``state_dict``, :meth:`bptt_ref.layouts.Layout.stacked`). Its manifest says so
 at the top (``"layout": "torch"``) and in each case's ``layout.framework`` (the name, the
 framework's class and options, its gate order in its own letters, every array in named
 dims). Each gradient is the oracle's converted exactly as :mod:`bptt_ref.layouts` does;
@@ -339,14 +341,14 @@ def write(
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
-    # A framework layout names a single cell's arrays: the stacked cases keep bptt-ref's.
+    # A stacked case is written only in a layout that names it (torch's state_dict).
     specs = [
         (i, spec)
         for i, spec in enumerate(_specs())
         if spec["cell"] in wanted
         and (
             framework is None
-            or (spec.get("num_layers", 1), spec.get("bidirectional", False)) == (1, False)
+            or framework.expresses(spec.get("num_layers", 1), spec.get("bidirectional", False))
         )
     ]
     if progress is not None:
@@ -354,6 +356,8 @@ def write(
     for done, (index, spec) in enumerate(specs, start=1):
         name = _name(index, spec)
         cell = CELLS[spec["cell"]]
+        network = (spec.get("num_layers", 1), spec.get("bidirectional", False))
+        own = None if framework is None else framework.stacked(*network)
         arrays: dict[str, Any] = {}
         tolerances: dict[str, Any] = {}
         for dtype in DTYPES:
@@ -378,8 +382,8 @@ def write(
             for k in grad_names:
                 scale, bound = scale_and_bound(ref, k)
                 atol[k] = bound * scale
-            if framework is not None:
-                inputs, grads, atol = _in_layout(framework, cell.name, inputs, grads, atol)
+            if own is not None:
+                inputs, grads, atol = _in_layout(own, cell.name, inputs, grads, atol)
             arrays.update({f"{dtype}.{k}": v for k, v in inputs.items()})
             arrays[f"{dtype}.loss"] = np.float64(ref.loss)
             arrays.update({f"{dtype}.grad.{k}": v for k, v in grads.items()})
@@ -396,9 +400,9 @@ def write(
                 "bidirectional": spec.get("bidirectional", False),
                 "seed": seed + index,
                 "dims": spec["dims"],
-                "layout": layout(cell, spec.get("num_layers", 1), spec.get("bidirectional", False))
-                if framework is None
-                else {**layout(cell), "framework": _framework(framework, cell.name)},
+                "layout": layout(cell, *network)
+                if own is None
+                else {**layout(cell, *network), "framework": _framework(own, cell.name)},
                 "shapes": {k: list(v.shape) for k, v in inputs.items()},
                 "dtypes": tolerances,
             }

@@ -35,8 +35,17 @@ def report_of(fn: Any, cell: str, layout: str) -> Report:
         (kernels.keras_gru, "gru", "keras"),
         (kernels.onnx_gru_reset_before, "gru_reset_before", "onnx"),
         (kernels.flax_lstm_tree, "lstm", "flax"),
+        (kernels.tf1_lstm, "lstm", "tf1"),
+        (kernels.karpathy_lstm, "lstm", "karpathy"),
     ],
-    ids=["onnx-lstm", "keras-gru", "onnx-gru-linear_before_reset-0", "flax-lstm-tree"],
+    ids=[
+        "onnx-lstm",
+        "keras-gru",
+        "onnx-gru-linear_before_reset-0",
+        "flax-lstm-tree",
+        "tf1-lstm",
+        "karpathy-lstm",
+    ],
 )
 def test_a_right_kernel_passes_in_its_own_layout(fn: Any, cell: str, layout: str) -> None:
     assert_bptt_gradients(fn, cell=cell, layout=layout, max_examples=EXAMPLES)
@@ -185,3 +194,150 @@ def test_a_split_bias_is_judged_on_its_own() -> None:
     report = report_of(kernels.torch_rnn_bias_hh_without_gradient, "rnn", "torch")
     assert report.wrong_keys == ["bias_hh_l0"]
     assert report.hints == []
+
+
+# -- stacked and bidirectional networks in PyTorch's names -----------------------------
+
+STACK = {"cell": "lstm", "layout": "torch", "num_layers": 2, "bidirectional": True}
+
+
+def test_a_right_stacked_kernel_passes_in_torch_names() -> None:
+    assert_bptt_gradients(kernels.torch_lstm_stack, max_examples=EXAMPLES, **STACK)  # type: ignore[arg-type]
+    # One layer, both directions: the same kernel, PyTorch's l0 and l0_reverse.
+    assert_bptt_gradients(
+        kernels.torch_lstm_stack,
+        cell="lstm",
+        layout="torch",
+        bidirectional=True,
+        max_examples=EXAMPLES,
+    )
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        kernels.torch_lstm_stack_directions_states_swapped,
+        kernels.torch_lstm_stack_reads_layer_0_reverse,
+    ],
+    ids=["h_0-directions-swapped", "layer-1-reads-layer-0-reverse"],
+)
+def test_a_stacked_mixup_is_named_in_torch_keys(fn: Any) -> None:
+    result = check_gradients(fn, max_examples=EXAMPLES, **STACK)  # type: ignore[arg-type]
+    report = result.report
+    assert report is not None, f"{fn} passed"
+    assert report.layout == "torch"
+    assert report.wrong_keys
+    torch_keys = {
+        f"{w}_l{k}{s}"
+        for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        for k in (0, 1)
+        for s in ("", "_reverse")
+    } | {"h_0", "c_0", "fc.weight", "fc.bias", "xs"}
+    assert set(report.wrong_keys) <= torch_keys
+    assert set(report.keys) == torch_keys
+    # The reproducer below the verdicts loads the case's canonical inputs by their names.
+    text = str(report).split("reproducer:")[0]
+    assert any(f"{k}[" in text for k in report.wrong_keys), text
+    assert not any(k in text for k in ("W_hh_l", "W_ih_l", "b_ih_l", "b_hh_l")), text
+    assert "layout = layout_named('torch', num_layers=2, bidirectional=True)" in report.snippet
+
+
+def test_the_command_checks_a_stack_in_torch_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--cell", "lstm", "--layout", "torch", "--layers", "2", "--bidirectional"]
+    common += ["--examples", str(EXAMPLES), "--save-dir", str(tmp_path)]
+    ok = main(["check", "planted.layout_kernels:torch_lstm_stack", *common])
+    out = " ".join(capsys.readouterr().out.split())
+    assert ok == 0, out
+    assert "layout=torch" in out
+    assert "weight_hh_l1_reverse" in out
+    bad = main(["check", "planted.layout_kernels:torch_lstm_stack_reads_layer_0_reverse", *common])
+    out = " ".join(capsys.readouterr().out.split())
+    assert bad == 1, out
+    assert "weight_hh_l1[" in out or "weight_hh_l0_reverse[" in out, out
+
+
+def test_a_bidirectional_onnx_operator_is_checked_in_its_names() -> None:
+    assert_bptt_gradients(
+        kernels.onnx_lstm_bidirectional,
+        cell="lstm",
+        layout="onnx",
+        bidirectional=True,
+        max_examples=EXAMPLES,
+    )
+    result = check_gradients(
+        kernels.onnx_lstm_bidirectional_directions_swapped,
+        cell="lstm",
+        layout="onnx",
+        bidirectional=True,
+        max_examples=EXAMPLES,
+    )
+    assert result.report is not None
+    assert set(result.report.wrong_keys) <= {
+        "W", "R", "B", "initial_h", "initial_c", "U", "b_y", "xs"
+    }  # fmt: skip
+    assert "W[" in str(result.report) or "R[" in str(result.report)
+
+
+def test_onnx_refuses_two_layers_as_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            *("check", "planted.layout_kernels:onnx_lstm_bidirectional", "--cell", "lstm"),
+            *("--layers", "2", "--bidirectional", "--layout", "onnx"),
+        ]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "layout 'onnx' cannot express num_layers=2: an ONNX RNN, LSTM or GRU operator" in err
+
+
+@pytest.mark.parametrize("layout", ["keras", "flax", "cs231n", "tf1", "karpathy"])
+def test_a_layout_without_stacks_is_a_usage_error_saying_why(
+    layout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            *("check", "planted.layout_kernels:torch_lstm_stack", "--cell", "lstm"),
+            *("--layers", "2", "--layout", layout),
+        ]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert f"layout '{layout}' cannot express a stacked or bidirectional network" in err
+    assert "Layouts that can: torch, onnx (onnx one bidirectional layer only)" in err
+
+
+# -- TF1's LSTMCell and Karpathy's lstm.py --------------------------------------------
+
+
+def test_a_tf1_kernel_without_the_forget_bias_fails_on_its_bias() -> None:
+    report = report_of(kernels.tf1_lstm_without_forget_bias, "lstm", "tf1")
+    assert report.layout == "tf1"
+    assert set(report.wrong_keys) <= {
+        "kernel",
+        "bias",
+        "c0",
+        "h0",
+        "dense/kernel",
+        "dense/bias",
+        "xs",
+    }
+    assert "bias[" in str(report).split("reproducer:")[0] or "kernel[" in str(report)
+
+
+def test_a_keras_order_kernel_in_tf1_names_fails_in_tf1_keys() -> None:
+    # Not a pure permutation of the canonical cell (the forget_bias stays on TF1's third
+    # block, which this kernel reads as g), so no gate-order hint is asserted here.
+    report = report_of(kernels.tf1_lstm_in_keras_order, "lstm", "tf1")
+    assert {"kernel", "bias"} <= set(report.wrong_keys)
+    assert "kernel[" in str(report)
+
+
+def test_a_torch_order_kernel_in_karpathy_names_is_hinted() -> None:
+    report = report_of(kernels.karpathy_lstm_in_torch_order, "lstm", "karpathy")
+    assert "WLSTM" in report.wrong_keys
+    (said,) = report.hints
+    assert "reads the gate blocks of WLSTM in the order i, f, g, o (the order of torch" in said
+    assert "layout karpathy (Karpathy's lstm.py LSTM.forward(X, WLSTM, c0, h0)) stacks" in said
+    assert "i, f, o, g (the order of cs231n, karpathy)" in said, said

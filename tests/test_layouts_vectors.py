@@ -14,11 +14,17 @@ from bptt_ref.layouts import LAYOUTS
 
 
 @pytest.fixture(scope="module")
-def sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    canonical, keras = tmp_path_factory.mktemp("canonical"), tmp_path_factory.mktemp("keras")
+def canonical_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    canonical = tmp_path_factory.mktemp("canonical")
     assert main(["vectors", "--out", str(canonical), "--cell", "gru"]) == 0
+    return canonical
+
+
+@pytest.fixture(scope="module")
+def sets(canonical_set: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    keras = tmp_path_factory.mktemp("keras")
     assert main(["vectors", "--out", str(keras), "--cell", "gru", "--layout", "keras"]) == 0
-    return canonical, keras
+    return canonical_set, keras
 
 
 def test_a_layout_set_names_the_frameworks_arrays(sets: tuple[Path, Path]) -> None:
@@ -70,3 +76,40 @@ def test_a_cell_the_layout_cannot_express_is_a_usage_error(
     assert main(["vectors", "--out", str(tmp_path), "--cell", "gru", "--layout", "cs231n"]) == 2
     assert "layout 'cs231n' cannot express cell 'gru'" in capsys.readouterr().out
     assert not (tmp_path / vectors.MANIFEST).exists()
+
+
+def test_a_torch_set_writes_the_stacked_networks_as_their_state_dict(
+    canonical_set: Path, tmp_path: Path
+) -> None:
+    assert main(["vectors", "--out", str(tmp_path), "--cell", "gru", "--layout", "torch"]) == 0
+    ours = vectors.load(canonical_set)
+    theirs = vectors.load(tmp_path)
+    assert [c.name for c in ours] == [c.name for c in theirs]
+    stacked = [(a, b) for a, b in zip(ours, theirs, strict=True) if a.num_layers > 1]
+    assert stacked, "the set has no stacked case"
+    manifest = json.loads((tmp_path / vectors.MANIFEST).read_text(encoding="utf-8"))
+    for a, b in stacked:
+        assert (b.num_layers, b.bidirectional) == (2, True)
+        entry = next(e for e in manifest["cases"] if e["name"] == b.name)
+        B, D, H, O = (entry["dims"][k] for k in "BDHO")
+        # nn.GRU(D, H, num_layers=2, bidirectional=True)'s state_dict, then h_0 and the head.
+        assert entry["shapes"]["weight_ih_l0_reverse"] == [3 * H, D]
+        assert entry["shapes"]["weight_ih_l1"] == [3 * H, 2 * H]
+        assert entry["shapes"]["bias_hh_l1_reverse"] == [3 * H]
+        assert entry["shapes"]["h_0"] == [4, B, H]
+        assert entry["shapes"]["fc.weight"] == [O, 2 * H]
+        assert entry["layout"]["framework"]["named_shapes"]["weight_ih_l1"] == ["3H", "2H"]
+        layout = LAYOUTS["torch"].stacked(2, True)
+        for dt in ("float64", "float32"):
+            x, y = a.arrays[dt], b.arrays[dt]
+            for got, want in (
+                (y.params, layout.to_layout(a.cell, x.params)),
+                (y.grads, layout.grads_to_layout(a.cell, x.grads)),
+            ):
+                assert sorted(got) == sorted(want)
+                for k, v in want.items():
+                    np.testing.assert_array_equal(got[k], v)
+            # The state_dict's arrays are the stack's own, renamed: the same atol.
+            assert y.atol["weight_hh_l1_reverse"] == x.atol["W_hh_l1_reverse"]
+            assert y.atol["h_0"] == x.atol["h0"]
+            assert y.loss == x.loss

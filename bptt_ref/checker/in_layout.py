@@ -3,7 +3,9 @@ its return is judged, and the canonical view of it that the hints probe.
 
 ``fn`` receives the case's parameters converted to the layout (a tree for Flax), its
 ``xs`` and ``targets`` in the layout's orientation (batch-major for Keras, Flax and
-CS231n), and returns gradients under the layout's keys. Each returned array is judged
+CS231n), and returns gradients under the layout's keys; for a stacked or bidirectional
+network, ``layout`` is the one :meth:`bptt_ref.layouts.Layout.stacked` gives (PyTorch's
+whole ``state_dict``) and the oracle is :mod:`bptt_ref.oracle.stack`. Each returned array is judged
 entry by entry with the absolute tolerance of the canonical gradient entry it holds
 (:mod:`bptt_ref.compare`'s ``bound_k · scale_k`` of that key on this case), so a check
 in a layout accepts and rejects exactly what the canonical check does on the same
@@ -47,13 +49,27 @@ def judge(
     is computed only when an entry fails without it, as :func:`bptt_ref.compare.judge_against`
     does.
     """
-    from bptt_ref import jax_reference
+    from bptt_ref.checker.protocol import pad_to
+    from bptt_ref.oracle import engine
+    from bptt_ref.oracle import stack as stack_oracle
 
     verdicts: list[KeyComparison] = []
     for noise in (False, True):
-        ref = jax_reference.reference(
-            case.params, case.xs, case.targets, cell=case.cell, noise=noise, **case.config
-        )
+        args = (case.params, case.xs, case.targets)
+        if case.stacked:
+            ref = stack_oracle.reference(
+                *args, cell=case.cell, noise=noise, **case.network, **case.config
+            )
+        else:
+            # As protocol.judge: a boundary sweep in two compilations, for this configuration.
+            ref = engine.reference(
+                *args,
+                noise=noise,
+                pad_to=pad_to(case.dims),
+                specialize=True,
+                cell=case.cell,
+                **case.config,
+            )
         verdicts = _compare(actual, ref, case.cell, keys, layout)
         if all(v.ok for v in verdicts):
             break

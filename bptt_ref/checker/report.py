@@ -261,7 +261,9 @@ def snippet(
     if layout is None:
         call = ['    grads = fn(params, case["xs"], case["targets"])']
     else:
-        load.insert(0, f"layout = layout_named({layout.name!r})")
+        network = f", num_layers={num_layers}, bidirectional={bidirectional}"
+        stacked = network if (num_layers, bidirectional) != (1, False) else ""
+        load.insert(0, f"layout = layout_named({layout.name!r}{stacked})")
         call = [
             f"    tree = layout.nest(layout.to_layout({cell!r}, params))",
             f'    xs, targets = (layout.data({cell!r}, case[k]) for k in ("xs", "targets"))',

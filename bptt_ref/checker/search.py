@@ -165,7 +165,11 @@ def check_gradients(
         layout: a name of :data:`bptt_ref.layouts.LAYOUTS` (``"torch"``, ``"keras"``,
             ...): ``fn`` receives the parameters, ``xs`` and ``targets`` in that layout
             and returns gradients under its keys, which the report names;
-            ``None`` (the default) is bptt-ref's canonical layout.
+            ``None`` (the default) is bptt-ref's canonical layout. With
+            ``num_layers`` > 1 or ``bidirectional``, ``"torch"`` is ``nn.LSTM``'s whole
+            ``state_dict`` (``weight_hh_l1_reverse``, ``h_0`` (L·dirs, B, H), ``fc.weight``
+            (O, dirs·H)), ``"onnx"`` one operator with ``direction="bidirectional"``
+            (one layer only); the other layouts cannot express a stack.
         specialize: compile the oracle for this one configuration (the default: a
             cold check compiles several times faster); ``False`` compiles one program
             for every configuration of the cell, which later checks of other
@@ -181,7 +185,8 @@ def check_gradients(
             or a value NumPy cannot read as an array.
         ValueError: an unknown cell, an invalid configuration, dtype, bound, ``sizes``,
             ``timeout`` or ``repeat``, an unknown layout or one that cannot express the
-            cell.
+            cell or the stack (only ``torch`` expresses ``num_layers`` > 1, PyTorch's
+            whole ``state_dict``; ``onnx`` also one bidirectional layer).
     """
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as seeded
@@ -195,11 +200,9 @@ def check_gradients(
     lay = None if layout is None else layout_named(layout)
     if lay is not None:
         lay.of(cell)
-        if not network.single:
-            raise ValueError(
-                "a layout check is of a single cell; check a stacked network "
-                "(num_layers > 1 or bidirectional) in bptt-ref's own names"
-            )
+        # A stack in the layout's names (PyTorch's state_dict, ONNX's bidirectional
+        # operator); other layouts refuse one.
+        lay = lay.stacked(network.num_layers, network.bidirectional)
     if not network.single and sizes == "kernel":
         # The stack's oracle pads each case to its own bucket, so a boundary sweep would
         # compile it once per size: a stacked network is checked on small sizes.

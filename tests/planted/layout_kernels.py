@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import bptt_ref
+import bptt_ref.stack
 from planted import gru, lstm
 
 Array = NDArray[Any]
@@ -206,3 +207,211 @@ def torch_rnn_bias_hh_without_gradient(
         "fc.weight": g["U"],
         "fc.bias": g["b_y"],
     }
+
+
+def _torch_stack_names(params: dict[str, Array]) -> dict[str, str]:
+    """PyTorch's state_dict keys (and h_0, c_0, fc.*) present in ``params`` → bptt-ref's
+    stack names, renamed by hand: ``weight_ih_l1_reverse`` → ``W_ih_l1_reverse``."""
+    fixed = {"h_0": "h0", "c_0": "c0", "fc.weight": "U", "fc.bias": "b_y"}
+    prefixes = {"weight_ih": "W_ih", "weight_hh": "W_hh", "bias_ih": "b_ih", "bias_hh": "b_hh"}
+    names = {}
+    for key in params:
+        head, _, suffix = key.partition("_l")
+        names[key] = fixed[key] if key in fixed else f"{prefixes[head]}_l{suffix}"
+    return names
+
+
+def _torch_stack(
+    params: dict[str, Array], xs: Array, targets: Array, *, cell: str, edit: Any = None
+) -> dict[str, Array]:
+    """bptt-ref's NumPy stack (:mod:`bptt_ref.stack`, checked against the JAX oracle on its
+    own) called on PyTorch's arrays renamed by hand; ``edit(ours)`` plants a mix-up in
+    the arrays it reads and returns how to map the gradients back."""
+    names = _torch_stack_names(params)
+    ours = {names[k]: v for k, v in params.items()}
+    num_layers = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in params if "_l" in k)
+    bidirectional = any(k.endswith("_reverse") for k in params)
+    back = edit(ours) if edit is not None else (lambda g: g)
+    _, grads = bptt_ref.stack.loss_and_grad(
+        ours, xs, targets, cell=cell, num_layers=num_layers, bidirectional=bidirectional
+    )
+    grads = back(dict(grads))
+    return {**{k: grads[v] for k, v in names.items()}, "xs": grads["xs"]}
+
+
+def torch_lstm_stack(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
+    """A right kernel of ``nn.LSTM(num_layers=L, bidirectional=...)`` + ``nn.Linear`` in
+    PyTorch's names (check it with ``--layout torch --layers L [--bidirectional]``)."""
+    return _torch_stack(params, xs, targets, cell="lstm")
+
+
+def _swap_layer_1_directions_states(ours: dict[str, Array]) -> Any:
+    rows = [0, 1, 3, 2]
+    ours["h0"], ours["c0"] = ours["h0"][rows], ours["c0"][rows]
+
+    def back(g: dict[str, Array]) -> dict[str, Array]:
+        return {**g, "h0": g["h0"][rows], "c0": g["c0"][rows]}
+
+    return back
+
+
+def torch_lstm_stack_directions_states_swapped(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A 2-layer bidirectional LSTM kernel that starts layer 1's forward direction from
+    the reverse direction's rows of h_0 and c_0 and vice versa (rows 2 and 3 swapped)."""
+    return _torch_stack(params, xs, targets, cell="lstm", edit=_swap_layer_1_directions_states)
+
+
+def _layer_1_reads_layer_0_reverse(ours: dict[str, Array]) -> Any:
+    ours["W_hh_l1"] = ours["W_hh_l0_reverse"]
+    return lambda g: g
+
+
+def torch_lstm_stack_reads_layer_0_reverse(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A 2-layer bidirectional LSTM kernel whose layer 1 forward direction multiplies by
+    ``weight_hh_l0_reverse`` where PyTorch reads ``weight_hh_l1`` (an indexing slip)."""
+    return _torch_stack(params, xs, targets, cell="lstm", edit=_layer_1_reads_layer_0_reverse)
+
+
+def _tf1_lstm(
+    params: dict[str, Array], xs: Array, targets: Array, *, order: str, forget_bias: float
+) -> dict[str, Array]:
+    """TensorFlow 1's LSTMCell (kernel (D+H, 4H) used as [x, h] K, bias (4H,), a constant
+    ``forget_bias`` added to the f block) with its gate blocks read in ``order``."""
+    K, H = params["kernel"], params["h0"].shape[-1]
+    D = K.shape[0] - H
+    constant = np.zeros(4 * H)
+    f = order.index("f")
+    constant[f * H : (f + 1) * H] = forget_bias
+    canonical = {
+        "W_ih": K[:D].T,
+        "W_hh": K[D:].T,
+        "b_ih": params["bias"],
+        "b_hh": constant.astype(K.dtype),
+        "h0": params["h0"],
+        "c0": params["c0"],
+        "U": params["dense/kernel"].T,
+        "b_y": params["dense/bias"],
+    }
+    g = lstm._bptt(canonical, xs.swapaxes(0, 1), targets.swapaxes(0, 1), order=order)
+    return {
+        "kernel": np.concatenate([g["W_ih"].T, g["W_hh"].T]),
+        "bias": g["b_ih"],
+        "c0": g["c0"],
+        "h0": g["h0"],
+        "dense/kernel": g["U"].T,
+        "dense/bias": g["b_y"],
+        "xs": g["xs"].swapaxes(0, 1),
+    }
+
+
+def tf1_lstm(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
+    """A right TF1 LSTMCell kernel: gates i, j, f, o, forget_bias 1.0 (``--layout tf1``)."""
+    return _tf1_lstm(params, xs, targets, order="igfo", forget_bias=1.0)
+
+
+def tf1_lstm_without_forget_bias(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A TF1 kernel that leaves out the forget_bias LSTMCell adds at run time."""
+    return _tf1_lstm(params, xs, targets, order="igfo", forget_bias=0.0)
+
+
+def tf1_lstm_in_keras_order(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A Keras LSTM kernel (gates i, f, c, o) handed TF1's kernel and bias."""
+    return _tf1_lstm(params, xs, targets, order="ifgo", forget_bias=1.0)
+
+
+def karpathy_lstm(params: dict[str, Array], xs: Array, targets: Array) -> dict[str, Array]:
+    """A right kernel for Karpathy's lstm.py: WLSTM (1+D+H, 4H) used as [1, x, h] W,
+    gates i, f, o, g (``--layout karpathy``)."""
+    return _karpathy_lstm(params, xs, targets, order="ifog")
+
+
+def karpathy_lstm_in_torch_order(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A kernel that reads WLSTM's gate columns in PyTorch's order i, f, g, o."""
+    return _karpathy_lstm(params, xs, targets, order="ifgo")
+
+
+def _karpathy_lstm(
+    params: dict[str, Array], xs: Array, targets: Array, *, order: str
+) -> dict[str, Array]:
+    W, H = params["WLSTM"], params["h0"].shape[-1]
+    D = W.shape[0] - 1 - H
+    canonical = {
+        "W_ih": W[1 : 1 + D].T,
+        "W_hh": W[1 + D :].T,
+        "b_ih": W[0],
+        "b_hh": np.zeros_like(W[0]),
+        "h0": params["h0"],
+        "c0": params["c0"],
+        "U": params["U"],
+        "b_y": params["b_y"],
+    }
+    g = lstm._bptt(canonical, xs, targets, order=order)
+    return {
+        "WLSTM": np.concatenate([g["b_ih"][None], g["W_ih"].T, g["W_hh"].T]),
+        "c0": g["c0"],
+        "h0": g["h0"],
+        "U": g["U"],
+        "b_y": g["b_y"],
+        "xs": g["xs"],
+    }
+
+
+def onnx_lstm_bidirectional(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """A right kernel of one ONNX LSTM operator with direction="bidirectional" (W (2, 4H,
+    D), gates i, o, f, c; index 0 forward, 1 reverse) and a head U (O, 2H) reading
+    [Y[:, 0], Y[:, 1]]: bptt-ref's NumPy stack on the arrays renamed and permuted by hand."""
+    H = params["initial_h"].shape[-1]
+    # Canonical block j (i, f, g, o) is ONNX block perm[j] (i, o, f, c).
+    perm = np.concatenate([np.arange(k * H, (k + 1) * H) for k in (0, 2, 3, 1)])
+    ours: dict[str, Array] = {"U": params["U"], "b_y": params["b_y"]}
+    ours |= {"h0": params["initial_h"], "c0": params["initial_c"]}
+    for d, suffix in enumerate(("_l0", "_l0_reverse")):
+        Wb, Rb = np.split(params["B"][d], 2)
+        ours |= {
+            f"W_ih{suffix}": params["W"][d][perm],
+            f"W_hh{suffix}": params["R"][d][perm],
+            f"b_ih{suffix}": Wb[perm],
+            f"b_hh{suffix}": Rb[perm],
+        }
+    _, g = bptt_ref.stack.loss_and_grad(
+        ours, xs, targets, cell="lstm", num_layers=1, bidirectional=True
+    )
+    back = np.argsort(perm)
+    return {
+        "W": np.stack([g[f"W_ih{s}"][back] for s in ("_l0", "_l0_reverse")]),
+        "R": np.stack([g[f"W_hh{s}"][back] for s in ("_l0", "_l0_reverse")]),
+        "B": np.stack(
+            [
+                np.concatenate([g[f"b_ih{s}"][back], g[f"b_hh{s}"][back]])
+                for s in ("_l0", "_l0_reverse")
+            ]
+        ),
+        "initial_h": g["h0"],
+        "initial_c": g["c0"],
+        "U": g["U"],
+        "b_y": g["b_y"],
+        "xs": g["xs"],
+    }
+
+
+def onnx_lstm_bidirectional_directions_swapped(
+    params: dict[str, Array], xs: Array, targets: Array
+) -> dict[str, Array]:
+    """The bidirectional ONNX kernel reading index 1 of W, R, B, initial_h, initial_c as
+    the forward direction and index 0 as the reverse."""
+    per_direction = ("W", "R", "B", "initial_h", "initial_c")
+    swapped = {k: v[::-1].copy() if k in per_direction else v for k, v in params.items()}
+    out = onnx_lstm_bidirectional(swapped, xs, targets)
+    return {k: v[::-1].copy() if k in per_direction else v for k, v in out.items()}
