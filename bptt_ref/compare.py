@@ -4,7 +4,7 @@ For each key k (a parameter θ_k, or the inputs ``xs``) with reference gradient 
 gradient under test a_k, the error and its bound are
 
     err_k   = max_i |a_k[i] - e_k[i]| / scale_k
-    scale_k = max( max_i |e_k[i]|,  eps · |L| / max_i |θ_k[i]|,  eps · R_k )
+    scale_k = max( max_i |e_k[i]|,  eps · |L| / max_i |θ_k[i]|,  eps · R_k,  tiny / rtol )
     bound_k = rtol · max(1, T / 16) + (NOISE_FACTOR · N_k + ROUNDING_FACTOR · eps · R_k) / scale_k
 
 and the key passes when err_k <= bound_k.
@@ -14,6 +14,10 @@ and the key passes when err_k <= bound_k.
 - ``eps · |L| / max |θ_k|`` (eps of the judged dtype) is the size below which a
   gradient is numerically zero: moving θ_k by its whole size would move L by less
   than L's own rounding.
+- ``tiny / rtol`` (tiny the smallest normal float64, 2.2e-308) makes the tolerance at
+  least tiny: XLA on CPU flushes subnormal results to zero, so an oracle entry of 0 can
+  stand for anything below tiny (a gelu′ of -1e-309 at a pre-activation near -38 is
+  0 in the oracle and exact in NumPy; ``tests/test_note_form.py`` found it).
 - ``N_k`` is the noise of a correct peer on this very case: the gap between the
   oracle and the same loss written with ``jax.nn``'s textbook functions and
   differentiated in the judged dtype (``Reference.noise``). It is of order eps where
@@ -193,6 +197,10 @@ def tolerance_for(dtype: Any) -> float:
         ) from None
 
 
+_FLUSHED = float(np.finfo(np.float64).tiny)
+"""Below this, the oracle's float64 results may be flushed to zero (XLA on CPU)."""
+
+
 def scale_and_bound(reference: Reference, key: str) -> tuple[float, float]:
     """``(scale_k, bound_k)`` of the measure above for one key of ``reference``.
 
@@ -207,6 +215,7 @@ def scale_and_bound(reference: Reference, key: str) -> tuple[float, float]:
         float(np.max(np.abs(reference.grads[key]), initial=0.0)),
         eps * abs(reference.loss) / size if size > 0 else 0.0,
         eps * magnitude,
+        _FLUSHED / rtol,
     )
     noise = 0.0 if reference.noise is None else reference.noise[key]
     widening = NOISE_FACTOR * noise + ROUNDING_FACTOR * eps * magnitude

@@ -97,3 +97,20 @@ def test_ten_thousand_steps_fit_in_four_state_sized_arrays(dtype: type) -> None:
     finally:
         tracemalloc.stop()
     assert peak <= 4 * dims["T"] * dims["B"] * dims["H"] * np.dtype(dtype).itemsize
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_oracle_zero_stands_for_anything_below_the_smallest_normal(dtype: type) -> None:
+    """XLA on CPU flushes subnormal results to zero: a gradient of -1e-309 against the
+    oracle's 0 is right, one of 1e-300 (a normal float64, above the flush) is not."""
+    from bptt_ref.compare import Reference, compare_gradients
+
+    ref = Reference(
+        loss=0.0,
+        grads={"W": np.zeros(3)},
+        noise=None,
+        input_scale={"W": 1.0},
+        dtype=np.dtype(dtype),
+    )
+    assert compare_gradients({"W": np.array([0.0, -1e-309, 2e-310])}, ref)[0].ok
+    assert not compare_gradients({"W": np.array([0.0, 1e-300, 0.0])}, ref)[0].ok
