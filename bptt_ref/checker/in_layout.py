@@ -38,21 +38,27 @@ def inputs(case: Case, layout: Layout) -> dict[str, NDArray[Any]]:
 
 
 def judge(
-    actual: Mapping[str, Any], case: Case, keys: tuple[str, ...], layout: Layout
+    actual: Mapping[str, Any], case: Case, keys: tuple[str, ...], layout: Layout, kink: str = "jax"
 ) -> list[KeyComparison]:
     """The oracle's verdict on each of ``keys`` (layout keys) of ``actual``.
 
     The canonical bound and scale of every key are converted like gradients, so that
     each layout entry carries those of the canonical entry it holds; the peer's noise
     is computed only when an entry fails without it, as :func:`bptt_ref.compare.judge_against`
-    does.
+    does. ``kink`` as for :func:`bptt_ref.oracle.engine.reference`.
     """
     from bptt_ref import jax_reference
 
     verdicts: list[KeyComparison] = []
     for noise in (False, True):
         ref = jax_reference.reference(
-            case.params, case.xs, case.targets, cell=case.cell, noise=noise, **case.config
+            case.params,
+            case.xs,
+            case.targets,
+            cell=case.cell,
+            noise=noise,
+            kink=kink,
+            **case.config,
         )
         verdicts = _compare(actual, ref, case.cell, keys, layout)
         if all(v.ok for v in verdicts):
