@@ -15,6 +15,7 @@ from planted import kink_kernels
 
 from bptt_ref import _activations, kinks, loss_and_grad, stack
 from bptt_ref.cli import main
+from bptt_ref.layouts import layout_named
 from bptt_ref.oracle import engine
 from bptt_ref.oracle import stack as stack_oracle
 from bptt_ref.oracle.activations import KINKED, branch
@@ -124,6 +125,29 @@ def test_the_stacked_check_takes_the_default_and_hints_too() -> None:
     options = {"num_layers": 2, "max_examples": 15}
     assert checked(kink_kernels.relu_ge_stack, "relu", None, **options).report is None
     report = checked(kink_kernels.relu_ge_stack, "relu", "jax", **options).report
+    assert report is not None
+    assert [h.split(",")[0] for h in report.hints] == [
+        "your gradient matches the derivative from above at the kink (relu'(0) = 1)"
+    ]
+
+
+def in_torch_names(fn: Any) -> Any:
+    """``fn`` taking and returning PyTorch's ``nn.RNN`` names (``weight_hh_l0``, ...)."""
+    torch = layout_named("torch")
+
+    def grad(params: dict[str, Any], xs: Any, targets: Any) -> dict[str, Any]:
+        canonical = torch.from_layout("rnn", torch.flatten(params))
+        xs, targets = (torch.data("rnn", a) for a in (xs, targets))
+        return torch.grads_to_layout("rnn", fn(canonical, xs, targets))
+
+    return grad
+
+
+def test_a_layout_check_takes_kink_and_hints() -> None:
+    fn = in_torch_names(kink_kernels.relu_ge)
+    options = {"layout": "torch", "max_examples": 30}
+    assert checked(fn, "relu", None, **options).report is None
+    report = checked(fn, "relu", "torch", **options).report
     assert report is not None
     assert [h.split(",")[0] for h in report.hints] == [
         "your gradient matches the derivative from above at the kink (relu'(0) = 1)"
