@@ -103,18 +103,21 @@ def kink_hint(case: Case, keys: tuple[str, ...], actual: Grads, kink: str | None
     the rest is no single convention's, and is judged wrong.
     """
     hidden = case.hidden
-    if kink is None or not kinks.at_kink(
+    if kink is None:
+        return None
+    mine = kinks.side(kink, hidden)
+    if mine is None or not kinks.at_kink(
         case.params, case.xs, hidden, cell=case.cell, **case.network
     ):
         return None
-    other = "right" if kinks.side(kink, hidden) == "left" else "left"
+    other = "right" if mine == "left" else "left"
     if not all(v.ok for v in judged_under(actual, case, keys, None, other)[1]):
         return None
     theirs = [c for c in kinks.CONVENTIONS if kinks.side(c, hidden) == other]
     also = f" or {', '.join(theirs[1:])}" if len(theirs) > 1 else ""
     return (
         f"your gradient matches {kinks.describe(theirs[0], hidden)}, not --kink {kink}'s "
-        f"({hidden}'(0) = {kinks.SLOPES[hidden][kinks.side(kink, hidden) or other]:g}), on this "
+        f"({hidden}'(0) = {kinks.SLOPES[hidden][mine]:g}), on this "
         f"case's units at exactly a = 0: pass --kink {theirs[0]}{also} (kink={theirs[0]!r} in "
         "bptt_ref.testing) or drop --kink, which accepts either one-sided derivative"
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from bptt_ref.kinks import CONVENTIONS, side
+from bptt_ref.kinks import CONVENTIONS, SLOPES, side
 
 Fn = Callable[[jax.Array], jax.Array]
 """An elementwise function of one array."""
@@ -80,7 +80,7 @@ sets the noise term of the comparison (see :mod:`bptt_ref.compare`)."""
 
 KINKED: dict[str, Fn] = {
     "relu>=": lambda a: jnp.where(a >= 0, a, 0.0),
-    "leaky_relu>": lambda a: jnp.where(a > 0, a, 0.01 * a),
+    "leaky_relu>": lambda a: jnp.where(a > 0, a, SLOPES["leaky_relu"]["left"] * a),
 }
 """The kinked ``f_h`` with the derivative at ``a = 0`` that ``jax.nn``'s does not take
 (:mod:`bptt_ref.kinks`): relu with 1 (from above), leaky_relu with 0.01 (from below).
