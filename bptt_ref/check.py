@@ -266,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
                     binding=reproducer,
                     progress=show,
                     layout=args.layout,
+                    kink=args.kink,
                     num_layers=args.layers,
                     bidirectional=args.bidirectional,
                     specialize=len(todo) == 1,
@@ -290,6 +291,8 @@ def _one(args: argparse.Namespace, console: Any, config: dict[str, str], result:
     settings = " ".join(f"{k}={v}" for k, v in {"cell": args.cell, **config}.items())
     if args.layout is not None:
         settings += f" layout={args.layout}"
+    if args.kink is not None:
+        settings += f" kink={args.kink}"
     if (args.layers, args.bidirectional) != (1, False):
         settings += f" num_layers={args.layers} bidirectional={args.bidirectional}"
     if result.report is not None:
@@ -519,6 +522,17 @@ def add_parser(commands: Any) -> None:
         "batch axis (default: bptt-ref's own, PyTorch's with the keys W_ih, W_hh, ...); "
         "with --layers or --bidirectional: torch (nn.LSTM's whole state_dict), or onnx for "
         "one bidirectional layer",
+    )
+    from bptt_ref.kinks import CONVENTIONS
+
+    check.add_argument(
+        "--kink",
+        choices=tuple(CONVENTIONS),
+        default=None,
+        help="the derivative of relu and leaky_relu at exactly a = 0 that fn must take: jax "
+        "(relu'(0) = 0, leaky_relu'(0) = 1), torch (0 and 0.01), left or right (the one-sided "
+        "derivative from below or above); default: either one-sided derivative, the same at "
+        "every kink of a case",
     )
     check.add_argument(
         "--layers",

@@ -64,6 +64,12 @@ recurrent kernel, z and 1 − z) is hinted with both named. With ``num_layers`` 
 ``direction="bidirectional"`` (``W`` (2, G·H, D)); the other layouts cannot name a stack
 and refuse one, saying why.
 
+Kinks: at an exact ``a = 0`` of relu or leaky_relu the derivative is a convention
+(:mod:`bptt_ref.kinks`). By default a gradient is right under either one-sided derivative,
+taken at every kink of a case alike; ``kink="jax"`` (relu'(0) = 0, leaky_relu'(0) = 1),
+``"torch"`` (0 and 0.01), ``"left"`` or ``"right"`` pins one, and a failure that another
+convention would pass is hinted with the convention ``fn`` follows.
+
 The checker lives in :mod:`bptt_ref.checker` (protocol, search, hints, report); this
 module is its public namespace.
 """

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bptt_ref import kinks
 from bptt_ref.cases import SMALL_DIMS
 from bptt_ref.cells import CELLS
 from bptt_ref.checker.protocol import (
@@ -32,6 +33,7 @@ from bptt_ref.checker.protocol import (
     Scribbled,
     call,
     judge,
+    judged_under,
     pad_to,
 )
 from bptt_ref.checker.report import STYLE_MEANING
@@ -75,15 +77,50 @@ def sliced(case: Case, *, T: int | None = None, B: int | None = None) -> Case:
 
 
 def passes(
-    fn: GradFn, case: Case, keys: tuple[str, ...], target: str, timeout: float | None = None
+    fn: GradFn,
+    case: Case,
+    keys: tuple[str, ...],
+    target: str,
+    timeout: float | None = None,
+    kink: str | None = None,
 ) -> bool | None:
-    """Whether fn is right on ``case``; ``None`` when it raises, hangs past ``timeout``,
-    writes into its inputs or breaks the protocol there."""
+    """Whether fn is right on ``case`` (at a kink, by ``kink`` as in the search); ``None``
+    when it raises, hangs past ``timeout``, writes into its inputs or breaks the protocol
+    there."""
     try:
         _, actual = call(fn, case, keys, target, timeout=timeout)
     except (Raised, Hung, Scribbled, ProtocolError):
         return None
-    return all(v.ok for v in judge(actual, case, keys)[1])
+    return all(v.ok for v in judge(actual, case, keys, kink=kink)[1])
+
+
+def kink_hint(case: Case, keys: tuple[str, ...], actual: Grads, kink: str | None) -> str | None:
+    """When the check pinned the convention ``kink`` at an exact kink of ``case`` and the
+    canonical ``actual`` is right under the other side: the convention it follows.
+
+    By default (``kink=None``) both sides were tried already, so no other convention can
+    make the case pass: a gradient that takes one side at some kinks and the other at
+    the rest is no single convention's, and is judged wrong.
+    """
+    hidden = case.hidden
+    if kink is None:
+        return None
+    mine = kinks.side(kink, hidden)
+    if mine is None or not kinks.at_kink(
+        case.params, case.xs, hidden, cell=case.cell, **case.network
+    ):
+        return None
+    other = "right" if mine == "left" else "left"
+    if not all(v.ok for v in judged_under(actual, case, keys, None, other)[1]):
+        return None
+    theirs = [c for c in kinks.CONVENTIONS if kinks.side(c, hidden) == other]
+    also = f" or {', '.join(theirs[1:])}" if len(theirs) > 1 else ""
+    return (
+        f"your gradient matches {kinks.describe(theirs[0], hidden)}, not --kink {kink}'s "
+        f"({hidden}'(0) = {kinks.SLOPES[hidden][mine]:g}), on this "
+        f"case's units at exactly a = 0: pass --kink {theirs[0]}{also} (kink={theirs[0]!r} in "
+        "bptt_ref.testing) or drop --kink, which accepts either one-sided derivative"
+    )
 
 
 def common_factor(actual: Grads, expected: Grads, keys: list[str], rtol: float) -> float | None:
@@ -485,15 +522,21 @@ def hints(
     target: str,
     layout: Layout | None = None,
     timeout: float | None = None,
+    kink: str | None = None,
 ) -> list[str]:
     """Likely causes, each stated only when the evidence on ``case`` singles it out.
 
     ``actual``, ``keys`` and ``verdicts`` are canonical; ``layout``, the layout ``fn``
     was checked in, only names the arrays in the convention hints; ``timeout`` bounds
-    each probing call of ``fn``, as in the search.
+    each probing call of ``fn``, as in the search; ``kink``, the convention the check
+    pinned at a kink (:func:`kink_hint`), judges the probes too.
     """
     from bptt_ref import jax_reference
 
+    at_kink = kink_hint(case, keys, actual, kink)
+    if at_kink is not None:
+        # Right under another convention: the probes below would describe a right gradient.
+        return [at_kink]
     wrong = [v.key for v in verdicts if not v.ok]
     dims = case.dims
     T, B = dims["T"], dims["B"]
@@ -558,7 +601,7 @@ def hints(
         # A constant factor explains every symptom; the probes below would only echo it.
         return [*found, explained]
 
-    prefix = [passes(fn, sliced(case, T=k), keys, target, timeout) for k in range(1, T)]
+    prefix = [passes(fn, sliced(case, T=k), keys, target, timeout, kink) for k in range(1, T)]
     right_until = next((k for k, ok in enumerate(prefix, start=1) if not ok), T) - 1
     carried = " and ".join(_CARRIED[k] for k in CELLS[case.cell].states)
     if T >= 2 and right_until >= 1 and not any(prefix[right_until:]):
@@ -586,7 +629,7 @@ def hints(
                 f"the backward pass looks truncated after {right_until} steps; BPTT runs {what} "
                 "back to t = 0 from every step"
             )
-    if B >= 2 and passes(fn, sliced(case, B=1), keys, target, timeout):
+    if B >= 2 and passes(fn, sliced(case, B=1), keys, target, timeout, kink):
         found.append(
             f"right for B = 1 (the first row of this case), wrong for B = {B} in "
             f"{', '.join(wrong)}: a sum over the batch is missing or runs over the wrong axis "

@@ -40,14 +40,14 @@ def inputs(case: Case, layout: Layout) -> dict[str, NDArray[Any]]:
 
 
 def judge(
-    actual: Mapping[str, Any], case: Case, keys: tuple[str, ...], layout: Layout
+    actual: Mapping[str, Any], case: Case, keys: tuple[str, ...], layout: Layout, kink: str = "jax"
 ) -> list[KeyComparison]:
     """The oracle's verdict on each of ``keys`` (layout keys) of ``actual``.
 
     The canonical bound and scale of every key are converted like gradients, so that
     each layout entry carries those of the canonical entry it holds; the peer's noise
     is computed only when an entry fails without it, as :func:`bptt_ref.compare.judge_against`
-    does.
+    does. ``kink`` as for :func:`bptt_ref.oracle.engine.reference`.
     """
     from bptt_ref.checker.protocol import pad_to
     from bptt_ref.oracle import engine
@@ -58,7 +58,7 @@ def judge(
         args = (case.params, case.xs, case.targets)
         if case.stacked:
             ref = stack_oracle.reference(
-                *args, cell=case.cell, noise=noise, **case.network, **case.config
+                *args, cell=case.cell, noise=noise, kink=kink, **case.network, **case.config
             )
         else:
             # As protocol.judge: a boundary sweep in two compilations, for this configuration.
@@ -67,6 +67,7 @@ def judge(
                 noise=noise,
                 pad_to=pad_to(case.dims),
                 specialize=True,
+                kink=kink,
                 cell=case.cell,
                 **case.config,
             )

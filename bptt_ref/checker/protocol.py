@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref import stack
+from bptt_ref import kinks, stack
 from bptt_ref.cases import KERNEL_STEPS, KERNEL_WIDTHS, SMALL_DIMS, boundary_sizes
 from bptt_ref.cells import CELLS
 from bptt_ref.compare import KeyComparison, Reference, scale_and_bound
@@ -363,19 +363,48 @@ def judge(
     case: Case,
     keys: tuple[str, ...],
     layout: Layout | None = None,
+    kink: str | None = None,
     specialize: bool = True,
 ) -> tuple[Reference | None, list[KeyComparison]]:
     """The oracle's reference for ``case`` and its verdict on each of ``keys`` of ``actual``
     (keys of ``layout`` when one is given; then the reference is ``None``: the verdicts
     come from the canonical arrays each entry holds). ``specialize`` (the default) compiles
-    the single cell's oracle for the case's configuration alone; ``False``, one program
-    for all (see :func:`bptt_ref.jax_reference.reference`)."""
+    the oracle for the case's configuration alone; ``False``, one program for all (see
+    :func:`bptt_ref.jax_reference.reference`).
+
+    ``kink`` (a key of :data:`bptt_ref.kinks.CONVENTIONS`) pins the derivative of a kinked
+    ``f_h`` at an exact ``a = 0``. By default (``None``) a gradient is right when it is right
+    under either one-sided derivative, the same side at every kink of the case: first
+    under JAX's convention (one of the two sides for each ``f_h``, and ``loss_and_grad``'s),
+    then, only when that fails and the case has an exact kink, under the other side; when
+    both fail the verdicts are JAX's.
+    """
+    first = judged_under(actual, case, keys, layout, kink or "jax", specialize)
+    if (
+        kink is not None
+        or all(v.ok for v in first[1])
+        or not kinks.at_kink(case.params, case.xs, case.hidden, cell=case.cell, **case.network)
+    ):
+        return first
+    second = judged_under(actual, case, keys, layout, kinks.other_side(case.hidden), specialize)
+    return second if all(v.ok for v in second[1]) else first
+
+
+def judged_under(
+    actual: Mapping[str, Any],
+    case: Case,
+    keys: tuple[str, ...],
+    layout: Layout | None,
+    kink: str,
+    specialize: bool = True,
+) -> tuple[Reference | None, list[KeyComparison]]:
+    """:func:`judge` under the one convention ``kink``."""
     from bptt_ref import jax_reference
 
     if layout is not None:
         from bptt_ref.checker import in_layout
 
-        return None, in_layout.judge(actual, case, keys, layout)
+        return None, in_layout.judge(actual, case, keys, layout, kink)
     if case.stacked:
         from bptt_ref.oracle import stack as stack_oracle
 
@@ -388,6 +417,7 @@ def judge(
             cell=case.cell,
             **case.network,
             **case.config,
+            kink=kink,
         )
     return jax_reference.judge(
         actual,
@@ -398,6 +428,7 @@ def judge(
         cell=case.cell,
         pad_to=pad_to(case.dims),
         specialize=specialize,
+        kink=kink,
         **case.config,
     )
 

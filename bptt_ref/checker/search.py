@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref import stack
+from bptt_ref import kinks, stack
 from bptt_ref._validate import check_names
 from bptt_ref.cases import REGIMES, make_case, size_plan
 from bptt_ref.cells import cell_named
-from bptt_ref.checker.hints import hints
+from bptt_ref.checker.hints import hints, kink_hint
 from bptt_ref.checker.protocol import (
     GradFn,
     Hung,
@@ -101,6 +101,7 @@ def check_gradients(
     binding: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     layout: str | None = None,
+    kink: str | None = None,
     specialize: bool = True,
 ) -> CheckResult:
     """Run ``fn`` on Hypothesis-drawn cases and judge every returned key against the oracle.
@@ -153,10 +154,10 @@ def check_gradients(
             import of ``fn`` from its module.
         num_layers, bidirectional: check the gradient of a stacked network of ``cell``
             (:mod:`bptt_ref.stack`, PyTorch's semantics): ``fn`` receives and returns the
-            keys of :func:`bptt_ref.stack.names`. Its report carries no hints: they are
-            written for one cell; and its cases are small (``sizes="kernel"`` is taken
-            as ``"small"``: the stack's oracle has no wide padding to share one
-            compilation between boundary sizes).
+            keys of :func:`bptt_ref.stack.names`. Its report carries no hints but the one
+            on ``kink``: they are written for one cell; and its cases are small
+            (``sizes="kernel"`` is taken as ``"small"``: the stack's oracle has no wide
+            padding to share one compilation between boundary sizes).
         progress: called as ``progress(phase, examples, calls)`` at each case and when
             the phase changes: ``phase`` is ``"searching"``, ``"compiling the oracle"``
             (the first case of a size compiles it), ``"shrinking"`` or ``"explaining the
@@ -170,6 +171,11 @@ def check_gradients(
             ``state_dict`` (``weight_hh_l1_reverse``, ``h_0`` (L·dirs, B, H), ``fc.weight``
             (O, dirs·H)), ``"onnx"`` one operator with ``direction="bidirectional"``
             (one layer only); the other layouts cannot express a stack.
+        kink: the derivative of a kinked ``f_h`` (relu, leaky_relu) at an exact ``a = 0``
+            that ``fn`` is held to: ``"jax"`` (relu'(0) = 0, leaky_relu'(0) = 1),
+            ``"torch"`` (0 and 0.01), ``"left"`` or ``"right"`` (the one-sided derivative
+            from below or above at every kink; :mod:`bptt_ref.kinks`). ``None`` (the
+            default) accepts either one-sided derivative, the same at every kink of a case.
         specialize: compile the oracle for this one configuration (the default: a
             cold check compiles several times faster); ``False`` compiles one program
             for every configuration of the cell, which later checks of other
@@ -196,6 +202,8 @@ def check_gradients(
     from bptt_ref.strategies import cases
 
     check_names(hidden, output, loss, cell=cell_named(cell))
+    if kink is not None:
+        kinks.side(kink, hidden)
     network = stack.configure(cell, num_layers, bidirectional)
     lay = None if layout is None else layout_named(layout)
     if lay is not None:
@@ -286,7 +294,9 @@ def check_gradients(
         except Raised:
             failed()
             raise
-        reference, verdicts = judge(actual, case, search.keys, lay, specialize)
+        reference, verdicts = judge(
+            actual, case, search.keys, lay, kink=kink, specialize=specialize
+        )
         if not all(v.ok for v in verdicts):
             failed()
             search.actual, search.verdicts = actual, verdicts
@@ -446,8 +456,10 @@ def check_gradients(
             verdicts=search.verdicts if mismatch else [],
             error=evidence,
             hints=(
-                _hints(fn, case, keys, search, target, lay, timeout)
+                _hints(fn, case, keys, search, target, lay, timeout, kink)
                 if mismatch and not case.stacked
+                else _stacked_hints(case, keys, search, kink)
+                if mismatch
                 else []
             ),
             reproducer=path,
@@ -471,6 +483,15 @@ def check_gradients(
     )
 
 
+def _stacked_hints(
+    case: Case, keys: tuple[str, ...], search: _Search, kink: str | None
+) -> list[str]:
+    """A stacked network's hints: the others are written for one cell, but a convention at
+    the kinks of its layers is the stack's as much as one cell's."""
+    hint = kink_hint(case, keys, search.actual, kink)
+    return [] if hint is None else [hint]
+
+
 def _hints(
     fn: GradFn,
     case: Case,
@@ -479,11 +500,14 @@ def _hints(
     target: str,
     lay: Layout | None,
     timeout: float | None,
+    kink: str | None = None,
 ) -> list[str]:
     """The hints on the failing case; in a layout, probed on the canonical gradients its
     return determines, through ``fn`` wrapped to take and give canonical arrays."""
     if lay is None:
-        return hints(fn, case, keys, search.actual, search.verdicts, target, timeout=timeout)
+        return hints(
+            fn, case, keys, search.actual, search.verdicts, target, timeout=timeout, kink=kink
+        )
     from bptt_ref.checker import in_layout
 
     ours, actual = in_layout.canonical(search.actual, case.cell, lay)
@@ -495,13 +519,15 @@ def _hints(
         out = fn(lay.nest(lay.to_layout(cell, params)), lay.data(cell, xs), lay.data(cell, targets))
         return lay.grads_from_layout(cell, lay.flatten(out))
 
-    verdicts = judge(actual, case, ours)[1]
+    verdicts = judge(actual, case, ours, kink=kink)[1]
     if all(v.ok for v in verdicts):
         # The wrong arrays are ones the canonical view does not read (PyTorch's
         # bias_hh_l0 of the rnn, which adds into b_h): its probes would describe a
         # right gradient.
         return []
-    return hints(canonical_fn, case, ours, actual, verdicts, target, layout=lay, timeout=timeout)
+    return hints(
+        canonical_fn, case, ours, actual, verdicts, target, layout=lay, timeout=timeout, kink=kink
+    )
 
 
 def assert_bptt_gradients(
@@ -524,6 +550,7 @@ def assert_bptt_gradients(
     layout: str | None = None,
     num_layers: int = 1,
     bidirectional: bool = False,
+    kink: str | None = None,
 ) -> None:
     """Assert that ``fn`` computes the BPTT gradient, for use in a pytest suite.
 
@@ -557,6 +584,7 @@ def assert_bptt_gradients(
         layout=layout,
         num_layers=num_layers,
         bidirectional=bidirectional,
+        kink=kink,
     )
     if result.report is not None:
         raise CheckFailed(result.report)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from bptt_ref.kinks import CONVENTIONS, SLOPES, side
+
 Fn = Callable[[jax.Array], jax.Array]
 """An elementwise function of one array."""
 
@@ -75,3 +77,21 @@ TEXTBOOK_HIDDEN: dict[str, Fn] = {
 }
 """``f_h`` as ``jax.nn`` writes it: the *peer* whose rounding error in the judged dtype
 sets the noise term of the comparison (see :mod:`bptt_ref.compare`)."""
+
+KINKED: dict[str, Fn] = {
+    "relu>=": lambda a: jnp.where(a >= 0, a, 0.0),
+    "leaky_relu>": lambda a: jnp.where(a > 0, a, SLOPES["leaky_relu"]["left"] * a),
+}
+"""The kinked ``f_h`` with the derivative at ``a = 0`` that ``jax.nn``'s does not take
+(:mod:`bptt_ref.kinks`): relu with 1 (from above), leaky_relu with 0.01 (from below).
+Autodiff of ``where`` takes the derivative of the branch the test picks, so the branch
+test alone sets it: one expression evaluated at every step and unit, as a kernel does."""
+
+
+def branch(hidden: str, kink: str) -> str:
+    """The name, in ``HIDDEN`` or ``KINKED``, of the oracle's ``f_h`` under the convention
+    ``kink`` (a key of :data:`bptt_ref.kinks.CONVENTIONS`)."""
+    sided = side(kink, hidden)
+    if sided is None or sided == CONVENTIONS["jax"][hidden]:
+        return hidden
+    return f"{hidden}{'>=' if sided == 'right' else '>'}"

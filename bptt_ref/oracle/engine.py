@@ -41,7 +41,7 @@ from bptt_ref._validate import check_inputs
 from bptt_ref.cells import CELLS, DATA, HEAD_PARAMS
 from bptt_ref.compare import KeyComparison, Reference, assert_matches, judge_against, peer_gap
 from bptt_ref.config import Config, Model, model_of
-from bptt_ref.oracle.activations import HIDDEN, TEXTBOOK_HIDDEN
+from bptt_ref.oracle.activations import HIDDEN, KINKED, TEXTBOOK_HIDDEN, branch
 from bptt_ref.oracle.cache import stored
 from bptt_ref.oracle.cells import EXACT, STEPS, TEXTBOOK, Nonlinear
 from bptt_ref.oracle.heads import HEADS, TEXTBOOK_HEADS
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 Dims = tuple[str, ...]
 
 
-_HIDDEN_INDEX = {name: i for i, name in enumerate(HIDDEN)}
+_HIDDEN_INDEX = {name: i for i, name in enumerate({**HIDDEN, **KINKED})}
 _HEAD_INDEX = {pair: i for i, pair in enumerate(HEADS)}
 UNROLL = 1
 _FLOORS = {"T": 16, "B": 4, "D": 4, "H": 8, "O": 4}
@@ -104,12 +104,14 @@ def _padded_case(
     targets: Any,
     model: Model,
     pad_to: Mapping[str, int] | None = None,
+    kink: str = "jax",
 ) -> tuple[dict[str, NDArray[np.floating]], dict[str, int], tuple[Any, ...]]:
     """Check a case and pad it to its bucket: ``(real arrays, dims, oracle arguments)``.
 
     The arguments are those of :func:`step_losses`: padded float64 ``arrays`` and
     ``targets``, the (T, B, O) validity masks, and the hidden and head indices. A dim
-    named in ``pad_to`` is padded to at least that size (see :func:`reference`).
+    named in ``pad_to`` is padded to at least that size (see :func:`reference`); ``kink``
+    picks the hidden index of ``f_h`` under that convention.
     """
     spec, hidden, output, loss = model
     cell = spec.name
@@ -124,7 +126,7 @@ def _padded_case(
         {k: _padded(v, layout[k], size) for k, v in real.items()},
         _padded(y, DATA["targets"], size),
         tuple(np.arange(size[d]) < dims[d] for d in "TBO"),
-        _HIDDEN_INDEX[hidden],
+        _HIDDEN_INDEX[branch(hidden, kink)],
         _HEAD_INDEX[(output, loss)],
     )
     return real, dims, args
@@ -134,8 +136,10 @@ def functions(
     hidden_index: jax.Array | int, textbook: bool
 ) -> tuple[Nonlinear, list[Callable[..., jax.Array]]]:
     """The nonlinearities of a step, the rnn's ``f_h`` picked by ``hidden_index``, and the
-    heads in ``HEADS`` order: exact, or the textbook peer's (``textbook=True``)."""
-    hidden_fns = list((TEXTBOOK_HIDDEN if textbook else HIDDEN).values())
+    heads in ``HEADS`` order: exact, or the textbook peer's (``textbook=True``). The indices
+    past ``HIDDEN``'s pick ``KINKED``: a kinked ``f_h`` under the other convention at its
+    kink, so that every convention shares one compilation."""
+    hidden_fns = [*(TEXTBOOK_HIDDEN if textbook else HIDDEN).values(), *KINKED.values()]
     fn = (TEXTBOOK if textbook else EXACT)._replace(
         hidden=lambda a: picked(hidden_index, hidden_fns, a)
     )
@@ -376,6 +380,7 @@ def reference(
     noise: bool = True,
     pad_to: Mapping[str, int] | None = None,
     specialize: bool = False,
+    kink: str = "jax",
     **config: Unpack[Config],
 ) -> Reference:
     """The oracle's loss and gradients in float64, and the rounding noise of a peer.
@@ -396,11 +401,13 @@ def reference(
     share one ``pad_to`` share one compilation. ``specialize=True`` compiles the oracle for
     this configuration alone, which compiles several times faster than the default, one
     program for every ``hidden``, ``output`` and ``loss`` of the cell (the one to use when
-    a process judges many configurations); the results are the same.
+    a process judges many configurations); the results are the same. ``kink`` (a key of
+    :data:`bptt_ref.kinks.CONVENTIONS`) sets the derivative of a kinked ``f_h`` at an exact
+    ``a = 0``, the oracle's and the peer's alike; by default ``jax.nn``'s.
     """
     model = model_of(config)
     cell = model.cell.name
-    real, dims, args = _padded_case(params, xs, targets, model, pad_to)
+    real, dims, args = _padded_case(params, xs, targets, model, pad_to, kink)
     judged = np.dtype(real["xs"].dtype if dtype is None else dtype)
     layout = _layout(cell)
 
@@ -426,14 +433,15 @@ def judge(
     keys: Iterable[str] | None = None,
     pad_to: Mapping[str, int] | None = None,
     specialize: bool = False,
+    kink: str = "jax",
     **config: Unpack[Config],
 ) -> tuple[Reference, list[KeyComparison]]:
     """Judge gradients ``actual`` of this case against the oracle (see :mod:`bptt_ref.compare`).
 
     The peer's noise only ever widens a bound, so it is computed only when a key fails
     without it: the verdicts are those of ``compare_gradients(actual, reference(...))``
-    at half the cost for the cases that pass. ``pad_to`` and ``specialize`` as for
-    :func:`reference`.
+    at half the cost for the cases that pass. ``pad_to``, ``specialize`` and ``kink`` as
+    for :func:`reference`.
     """
     model_of(config)
     return judge_against(
@@ -446,6 +454,7 @@ def judge(
             noise=noise,
             pad_to=pad_to,
             specialize=specialize,
+            kink=kink,
             **config,
         ),
         keys=keys,

@@ -35,6 +35,7 @@ from bptt_ref._validate import check_names
 from bptt_ref.cells import DATA
 from bptt_ref.compare import Reference, assert_matches, judge_against, peer_gap
 from bptt_ref.oracle import engine
+from bptt_ref.oracle.activations import branch
 from bptt_ref.oracle.cache import stored
 from bptt_ref.oracle.cells import STEPS
 
@@ -137,11 +138,12 @@ def reference(
     loss: str = "mse",
     dtype: Any = None,
     noise: bool = True,
+    kink: str = "jax",
 ) -> Reference:
     """The oracle's loss and gradients in float64 for the network of :mod:`bptt_ref.stack`.
 
     Arrays as for :func:`bptt_ref.stack.loss_and_grad`; ``dtype`` and ``noise`` as for
-    :func:`bptt_ref.oracle.engine.reference`, which serves L = 1 and
+    :func:`bptt_ref.oracle.engine.reference` (and ``kink``), which serves L = 1 and
     ``bidirectional=False`` (the single cell, with its rounding magnitudes). The gradients
     are keyed by :func:`bptt_ref.stack.names` and ``xs``.
     """
@@ -157,6 +159,7 @@ def reference(
             loss=loss,
             dtype=dtype,
             noise=noise,
+            kink=kink,
         )
     check_names(hidden, output, loss, cell=config.cell)
     p, x, y = stack.check_inputs(config, params, xs, targets, loss)
@@ -170,7 +173,7 @@ def reference(
         {k: engine._padded(v, layout[k], size) for k, v in real.items()},
         engine._padded(y, DATA["targets"], size),
         tuple(np.arange(size[d]) < dims[d] for d in "TBO"),
-        engine._HIDDEN_INDEX[hidden],
+        engine._HIDDEN_INDEX[branch(hidden, kink)],
         engine._HEAD_INDEX[(output, loss)],
     )
     judged = np.dtype(x.dtype if dtype is None else dtype)
