@@ -299,8 +299,8 @@ def test_padding_a_dim_wider_leaves_the_oracle_unchanged(cell: str) -> None:
         dims=dims, hidden="tanh", output="identity", loss="mse", dtype=np.float64,
         regime="near_critical", style="normal", seed=1, cell=cell,
     )  # fmt: skip
-    assert pad_to(dims) == {"B": 256, "T": 512}
-    assert pad_to({**dims, "B": 2, "O": 17}) == {"H": 256, "D": 256, "O": 256}
+    assert pad_to(dims) == {"B": 256}
+    assert pad_to({**dims, "B": 2, "O": 17}) == {"D": 256, "O": 256}
     args = (case.params, case.xs, case.targets)
     plain = jax_reference.reference(*args, cell=cell, noise=False, **case.config)
     wide = jax_reference.reference(

@@ -61,7 +61,7 @@ def judge(
                 *args, cell=case.cell, noise=noise, kink=kink, **case.network, **case.config
             )
         else:
-            # As protocol.judge: a boundary sweep in two compilations, for this configuration.
+            # As protocol.judge: a boundary sweep in four compilations, for this configuration.
             ref = engine.reference(
                 *args,
                 noise=noise,

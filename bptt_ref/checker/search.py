@@ -111,8 +111,8 @@ def check_gradients(
     in the oracle's smallest compilation bucket; every weight regime and input style). Then,
     unless ``sizes="small"``, one case at each boundary size of each dim, the others small:
     by default T at 63, 64, 65, 127, 128, 129, 255, 256, 257 and each of B, D, H, O at
-    7, 8, 9, 15, 16, 17 … 127, 128, 129, 69 cases in all (two compilations of the oracle,
-    one for H, D and O, one for B and T; Hypothesis alone, drawing the same shape for
+    7, 8, 9, 15, 16, 17 … 127, 128, 129, 69 cases in all (four compilations of the oracle:
+    H, B, T, and D with O; Hypothesis alone, drawing the same shape for
     several cases in a row, would leave most boundaries untried in a short run). A failure
     there is shrunk first to the smallest boundary size of that dim that fails (the
     boundary the bug lives past), then by Hypothesis over small cases with that dim held
@@ -406,7 +406,7 @@ def check_gradients(
         error: BaseException | None = None
         try:
             # Small cases first: most bugs show there, after one compilation of the oracle;
-            # the boundary sizes cost two more (see protocol.pad_to).
+            # the boundary sizes cost four more (see protocol.pad_to).
             searched(small_cases)
             found = swept()
             if found is not None:
