@@ -193,12 +193,13 @@ def test_forward_is_the_pytorch_variant_by_default() -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_blocks_of_steps_change_no_bit(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The backward pass turns the forward pass into slopes a block of steps at a time; a
-    # block of one step (each step its own block) must give the bits of one block of all.
-    # Control: the default block holds every step of this case.
+    # The forward pass turns its gates into slopes a block of steps at a time; a block of
+    # one step (each step its own block) must give the bits of one block of all.
+    # Control: with one block at least, the default block holds every step of this case.
     _, xs, w = CASES["expanding"]
     T, B, H = w.shape
     assert T * B * 4 * H * xs.itemsize <= vars(gru)["_BLOCK_BYTES"]
+    monkeypatch.setattr(gru, "_MIN_BLOCKS", 1)
     whole = _grads(gru, CASES["expanding"], VARIANTS[variant])
     monkeypatch.setattr(gru, "_BLOCK_BYTES", 1)
     for key, grad in _grads(gru, CASES["expanding"], VARIANTS[variant]).items():

@@ -39,7 +39,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref._activations import HIDDEN, Array, logistic_pair
+# _tanh_prime is private to _activations: the package's one sech², cancellation-free.
+from bptt_ref._activations import Array, _tanh_prime, logistic_pair
 from bptt_ref._rnn import _BLOCK_BYTES, _small_ufunc_buffers
 from bptt_ref.cells._spec import Cell, gated_init, with_head
 
@@ -52,8 +53,10 @@ PARAMS: dict[str, tuple[str, ...]] = {
 }
 """The GRU's parameters and their shapes in named dims (both variants)."""
 
-# sech²(a) = 4 σ(2a) σ(−2a) from one cosh: no cancellation where tanh saturates.
-_tanh_prime = HIDDEN["tanh"].df
+# The forward pass holds the gates of a block of steps for :func:`_slopes` in four buffers
+# of (block, B, H); with at least this many blocks they stay within T·B·H / 2 where T·B·H
+# is small (B = 1), as well as within _BLOCK_BYTES where it is large.
+_MIN_BLOCKS = 8
 
 
 class GRUPass(NamedTuple):
@@ -174,7 +177,8 @@ def forward(
         # one call per pass over the block.
         prod = np.empty((B, W_rec_T.shape[1]), dtype)
         work, reset = np.empty((B, H), dtype), np.empty((B, H), dtype)
-        block = max(1, min(T, _BLOCK_BYTES // max(1, B * 4 * H * np.dtype(dtype).itemsize)))
+        most = min(-(-T // _MIN_BLOCKS), _BLOCK_BYTES // max(1, B * 4 * H * dtype.itemsize))
+        block = max(1, most)
         r, r_c, z, z_c = (np.empty((block, B, H), dtype) for _ in range(4))
         for t in range(T):
             h_prev, step, k = states[t], slots[t], t % block
