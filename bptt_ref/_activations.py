@@ -50,7 +50,9 @@ def sigmoid(a: Array) -> Array:
     return np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def logistic_pair(a: Array, scale: Array | float = 1.0) -> tuple[Array, Array]:
+def logistic_pair(
+    a: Array, scale: Array | float = 1.0, out: tuple[Array, Array] | None = None
+) -> tuple[Array, Array]:
     """``σ(s a)`` and ``σ(−s a) = 1 − σ(s a)`` from one exponential, with no branch.
 
     With ``e = exp(−s a)``: ``σ(s a) = 1 / (1 + e)`` and ``σ(−s a) = e σ(s a)``, each to a
@@ -66,14 +68,17 @@ def logistic_pair(a: Array, scale: Array | float = 1.0) -> tuple[Array, Array]:
     Args:
         a: any shape; float32, float64 or complex128.
         scale: ``s``, broadcast against ``a``, in ``a``'s dtype.
+        out: ``(value, complement)`` buffers of ``a``'s shape and dtype to write into, so
+            that a loop over steps allocates nothing; new arrays when None.
 
     Returns:
-        ``(σ(s a), σ(−s a))``, new arrays of ``a``'s shape and dtype.
+        ``(σ(s a), σ(−s a))``, of ``a``'s shape and dtype.
     """
-    e = np.multiply(a, -scale)
+    value, e = (np.empty_like(a), np.empty_like(a)) if out is None else out
+    np.multiply(a, -scale, out=e)
     np.minimum(e, np.floor(np.log(np.finfo(e.dtype).max)), out=e)
     np.exp(e, out=e)
-    value = np.add(e, 1)
+    np.add(e, 1, out=value)
     np.reciprocal(value, out=value)
     e *= value
     return value, e
@@ -85,12 +90,12 @@ def softplus(a: Array) -> Array:
     return np.where(pos, a, 0) + np.log1p(np.exp(np.where(pos, -a, a)))
 
 
-def _tanh_prime(a: Array, h: Array) -> Array:
-    # sech²(a) = 4 σ(2a) σ(-2a) from one cosh, in place: three passes over a, no
-    # cancellation. Where cosh² overflows (|a| > 44 in float32, 355 in float64), sech² is
-    # below 1e-38 (1e-308) and 0 is its value to the dtype's normal range.
+def _tanh_prime(a: Array, h: Array, out: Array | None = None) -> Array:
+    # sech²(a) = 4 σ(2a) σ(-2a) from one cosh, in place (in ``out`` where given): three
+    # passes over a, no cancellation. Where cosh² overflows (|a| > 44 in float32, 355 in
+    # float64), sech² is below 1e-38 (1e-308) and 0 is its value to the dtype's normal range.
     with np.errstate(over="ignore"):
-        c = np.cosh(a)
+        c = np.cosh(a, out=out)
         c *= c
     return np.reciprocal(c, out=c)
 

@@ -137,6 +137,9 @@ def head_backward(
         m = step_mask
         value = float(loss_sum(loss, z[m], y_hat[m], targets[m]))
         g = loss_grad_logits(output, loss, z, y_hat, targets) * m[:, :, None]
+    # z and ŷ (T·B·O each) are dead once g exists: freed before dh (T, B, H) is allocated, they
+    # would otherwise sit on top of the cell's pass at the gradient's peak memory.
+    del z, y_hat
     rows_g = g.reshape(T * B, params["U"].shape[0])
     grads = {"U": rows_g.T @ h.reshape(T * B, H), "b_y": rows_g.sum(axis=0)}
     return value, g @ params["U"], grads

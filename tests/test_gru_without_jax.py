@@ -193,12 +193,13 @@ def test_forward_is_the_pytorch_variant_by_default() -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_blocks_of_steps_change_no_bit(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The backward pass turns the forward pass into slopes a block of steps at a time; a
-    # block of one step (each step its own block) must give the bits of one block of all.
-    # Control: the default block holds every step of this case.
+    # The forward pass turns its gates into slopes a block of steps at a time; a block of
+    # one step (each step its own block) must give the bits of one block of all.
+    # Control: with one block at least, the default block holds every step of this case.
     _, xs, w = CASES["expanding"]
     T, B, H = w.shape
     assert T * B * 4 * H * xs.itemsize <= vars(gru)["_BLOCK_BYTES"]
+    monkeypatch.setattr(gru, "_MIN_BLOCKS", 1)
     whole = _grads(gru, CASES["expanding"], VARIANTS[variant])
     monkeypatch.setattr(gru, "_BLOCK_BYTES", 1)
     for key, grad in _grads(gru, CASES["expanding"], VARIANTS[variant]).items():
@@ -333,13 +334,15 @@ def test_init_shapes_dtypes_and_spectral_radius() -> None:
 BUGS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "z and 1 − z swapped": (
         tuple(VARIANTS),
-        "np.add(z_c * n[t], z * h_prev, out=states[t + 1])",
-        "np.add(z * n[t], z_c * h_prev, out=states[t + 1])",
+        "np.multiply(z_c[k], n[t], out=work)\n"
+        "            np.multiply(z[k], h_prev, out=states[t + 1])",
+        "np.multiply(z[k], n[t], out=work)\n"
+        "            np.multiply(z_c[k], h_prev, out=states[t + 1])",
     ),
     "b_hn outside r ⊙ (…) in the forward pass": (
         ("gru",),
-        "a_n += r * m",
-        "a_n += r * (m - b_hn) + b_hn",
+        "np.multiply(r[k], m, out=work)",
+        "np.add(r[k] * (m - b_hn), b_hn, out=work)",
     ),
     "b_hn's gradient as if outside r ⊙ (…)": (
         ("gru",),
@@ -358,15 +361,15 @@ BUGS: dict[str, tuple[tuple[str, ...], str, str]] = {
     ),
     "reset applied after the product": (
         ("gru_reset_before",),
-        "a_n += (r * h_prev) @ W_hn_T",
-        "a_n += r * (h_prev @ W_hn_T)",
+        "np.matmul(work, W_hn_T, out=reset)",
+        "np.multiply(r[k], h_prev @ W_hn_T, out=reset)",
     ),
     # Consistent in forward and backward, so only a saturated unit tells: σ(a_z) rounds
     # to 1 there and 1 − σ(a_z) to 0, while the complex step sees σ(−a_z).
     "1 − z by subtraction": (
         tuple(VARIANTS),
-        "z, z_c = logistic_pair(a_z)",
-        "z, z_c = logistic_pair(a_z)[0], 1 - logistic_pair(a_z)[0]",
+        "z, z_c = logistic_pair(a_z, out=out)",
+        "z, z_c = logistic_pair(a_z, out=out); np.subtract(1, z, out=z_c)",
     ),
 }
 PLANTED = [(bug, variant) for bug, (variants, _, _) in BUGS.items() for variant in variants]

@@ -338,11 +338,11 @@ BUGS: dict[str, tuple[str, str]] = {
         "c_bar[...] = 0",
     ),
     "gate order i, f, o, g": (
-        "i, f, _, o = np.split(value, 4, axis=1)",
-        "i, f, o, _ = np.split(value, 4, axis=1)",
+        "i, f, _, o = (value[:, k * H : (k + 1) * H] for k in range(4))",
+        "i, f, o, _ = (value[:, k * H : (k + 1) * H] for k in range(4))",
     ),
     "tanh(c_t)'s derivative dropped": (
-        "dh_dc[t] = o * _tanh_prime(c, tanh_c)",
+        "np.multiply(o, _tanh_prime(c, tanh_c, out=dh_dc[t]), out=dh_dc[t])",
         "dh_dc[t] = o",
     ),
     "only one of the two biases getting a gradient": (
@@ -368,11 +368,14 @@ def _mutant(original: str, replacement: str) -> types.ModuleType:
 # at saturation, and only there.
 CANCELLING: dict[str, tuple[str, str]] = {
     "σ'(a) as σ(1 − σ), tanh'(a_g) as 4 σ(2a_g)(1 − σ(2a_g))": (
-        "value, complement = logistic_pair(a, scale)",
-        "value, complement = logistic_pair(a, scale)[0], 1 - logistic_pair(a, scale)[0]",
+        "logistic_pair(a, scale, out=(value, complement))",
+        "logistic_pair(a, scale, out=(value, complement)); np.subtract(1, value, out=complement)",
     ),
-    "tanh'(a_g) as 1 − g²": ("d_g *= 4 * i", "d_g[...] = i * (1 - g * g)"),
-    "tanh'(c_t) as 1 − tanh²(c_t)": ("o * _tanh_prime(c, tanh_c)", "o * (1 - tanh_c * tanh_c)"),
+    "tanh'(a_g) as 1 − g²": ("d_g *= work", "d_g[...] = i * (1 - g * g)"),
+    "tanh'(c_t) as 1 − tanh²(c_t)": (
+        "_tanh_prime(c, tanh_c, out=dh_dc[t])",
+        "(1 - tanh_c * tanh_c)",
+    ),
 }
 
 

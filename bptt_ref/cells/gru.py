@@ -39,7 +39,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from bptt_ref._activations import HIDDEN, Array, logistic_pair
+# _tanh_prime is private to _activations: the package's one sech², cancellation-free.
+from bptt_ref._activations import Array, _tanh_prime, logistic_pair
 from bptt_ref._rnn import _BLOCK_BYTES, _small_ufunc_buffers
 from bptt_ref.cells._spec import Cell, gated_init, with_head
 
@@ -52,8 +53,10 @@ PARAMS: dict[str, tuple[str, ...]] = {
 }
 """The GRU's parameters and their shapes in named dims (both variants)."""
 
-# sech²(a) = 4 σ(2a) σ(−2a) from one cosh: no cancellation where tanh saturates.
-_tanh_prime = HIDDEN["tanh"].df
+# The forward pass holds the gates of a block of steps for :func:`_slopes` in four buffers
+# of (block, B, H); with at least this many blocks they stay within T·B·H / 2 where T·B·H
+# is small (B = 1), as well as within _BLOCK_BYTES where it is large.
+_MIN_BLOCKS = 8
 
 
 class GRUPass(NamedTuple):
@@ -62,11 +65,11 @@ class GRUPass(NamedTuple):
     Attributes:
         states: (T + 1, B, H): ``states[0] = h0``, ``states[t + 1] = h_t``, so that
             ``states[:-1]`` is the h_{t−1} sequence, as a view.
-        slots: (T, B, 4H): columns ``[a_n, a_r, a_z, m]``, the pre-activations of n, r, z
-            (n first, see :func:`_n_first`) and, reset after the product only, the operand
-            of the reset ``m = h_{t−1} W_hnᵀ + b_hn``. :func:`backward` overwrites them
-            with the gate cotangents.
-        n: (T, B, H): the candidate state n_t; :func:`backward` overwrites it with z_t.
+        slots: (T, B, 4H): columns ``[P_n, P_r, P_z, r]``, the factors of the backward
+            step (see :func:`_slopes`; n first, see :func:`_n_first`), which take the
+            place of the pre-activations ``[a_n, a_r, a_z]`` and of the operand of the
+            reset ``m``. :func:`backward` overwrites them with the gate cotangents.
+        n: (T, B, H): the update gate z_t (the candidate n_t is not kept).
         reset_after: which variant ran (True: ``gru``; False: ``gru_reset_before``).
     """
 
@@ -92,17 +95,21 @@ def _n_first(gates: Array) -> Array:
     return np.ascontiguousarray(np.roll(gates, gates.shape[0] // 3, axis=0))
 
 
-def _update_gate(a_z: Array, keep: NDArray[np.bool_] | None) -> tuple[Array, Array]:
+def _update_gate(
+    a_z: Array, keep: NDArray[np.bool_] | None, out: tuple[Array, Array] | None = None
+) -> tuple[Array, Array]:
     """``z = σ(a_z)`` and ``1 − z = σ(−a_z)`` from one exponential (no cancellation where
-    z → 1).
+    z → 1), into ``out`` where given.
 
     A row that is not live (``keep`` False, broadcast against ``a_z``) gets z = 1 and
     1 − z = 0, so that ``h_t = h_{t−1}`` exactly and no gradient reaches its gates.
     """
-    z, z_c = logistic_pair(a_z)
-    if keep is None:
-        return z, z_c
-    return np.where(keep, z, 1), np.where(keep, z_c, 0)
+    z, z_c = logistic_pair(a_z, out=out)
+    if keep is not None:
+        held = ~keep
+        np.copyto(z, 1, where=held)
+        np.copyto(z_c, 0, where=held)
+    return z, z_c
 
 
 def forward(
@@ -164,29 +171,53 @@ def forward(
         W_rec_T = W_hh_T if reset_after else np.ascontiguousarray(W_hh_T[:, : 2 * H])
         W_hn_T = W_hh_T[:, 2 * H :]
         keep = None if live is None else live[..., None]
+        # The step's temporaries, allocated once: at B·H of a few thousand a fresh array a
+        # call costs as much as the arithmetic. The gates of a block of steps wait in
+        # cache-sized buffers for :func:`_slopes`, which needs no recurrence and so makes
+        # one call per pass over the block.
+        prod = np.empty((B, W_rec_T.shape[1]), dtype)
+        work, reset = np.empty((B, H), dtype), np.empty((B, H), dtype)
+        most = min(-(-T // _MIN_BLOCKS), _BLOCK_BYTES // max(1, B * 4 * H * dtype.itemsize))
+        block = max(1, most)
+        r, r_c, z, z_c = (np.empty((block, B, H), dtype) for _ in range(4))
         for t in range(T):
-            h_prev, a_n, a_rz, m = (states[t], *np.split(slots[t], [H, 3 * H], axis=-1))
-            prod = h_prev @ W_rec_T
+            h_prev, step, k = states[t], slots[t], t % block
+            a_n, a_rz, m = step[:, :H], step[:, H : 3 * H], step[:, 3 * H :]
+            np.matmul(h_prev, W_rec_T, out=prod)
             a_rz += prod[:, : 2 * H]
-            r = logistic_pair(a_rz[:, :H])[0]
+            logistic_pair(a_rz[:, :H], out=(r[k], r_c[k]))
             if reset_after:
                 np.add(prod[:, 2 * H :], b_hn, out=m)
-                a_n += r * m
+                np.multiply(r[k], m, out=work)
+                a_n += work
             else:
-                a_n += (r * h_prev) @ W_hn_T
-            z, z_c = _update_gate(a_rz[:, H:], None if keep is None else keep[t])
+                np.multiply(r[k], h_prev, out=work)
+                np.matmul(work, W_hn_T, out=reset)
+                a_n += reset
+            _update_gate(a_rz[:, H:], None if keep is None else keep[t], out=(z[k], z_c[k]))
             np.tanh(a_n, out=n[t])
-            np.add(z_c * n[t], z * h_prev, out=states[t + 1])
+            np.multiply(z_c[k], n[t], out=work)
+            np.multiply(z[k], h_prev, out=states[t + 1])
+            states[t + 1] += work
+            if k == block - 1 or t == T - 1:
+                steps = slice(t - k, t + 1)
+                gates = (r[: k + 1], r_c[: k + 1], z[: k + 1], z_c[: k + 1])
+                _slopes(slots[steps], n[steps], states[steps], gates, reset_after)
         return GRUPass(states, slots, n, reset_after)
 
 
 def _slopes(
-    slots: Array, n: Array, h_prev: Array, keep: NDArray[np.bool_] | None, reset_after: bool
+    slots: Array,
+    n: Array,
+    h_prev: Array,
+    gates: tuple[Array, Array, Array, Array],
+    reset_after: bool,
 ) -> None:
     """Turn a block of steps of the forward pass into the factors of the backward step.
 
-    In place, for shapes (τ, B, ·): ``[a_n, a_r, a_z, m]`` becomes
-    ``[P_n, P_r, P_z, r]`` and ``n`` becomes z, where
+    In place, for shapes (τ, B, ·) and the block's gates ``(r, σ(−a_r), z, σ(−a_z))``
+    (the last two with held rows at 1 and 0, see :func:`_update_gate`):
+    ``[a_n, a_r, a_z, m]`` becomes ``[P_n, P_r, P_z, r]`` and ``n`` becomes z, where
 
         P_n = σ(−a_z) ⊙ sech²(a_n)             da_n = dh_t ⊙ P_n
         P_z = z ⊙ σ(−a_z) ⊙ (h_{t−1} − n_t)    da_z = dh_t ⊙ P_z
@@ -194,18 +225,16 @@ def _slopes(
 
     with s the operand of the reset (m after, h_{t−1} before) and ds its cotangent
     (da_n after, (da_n W_hn) before). None of them depends on the recurrence, so a block
-    of steps is one set of array operations.
+    of steps is one set of array operations. The gate buffers are overwritten.
     """
     H = h_prev.shape[-1]
     a_n, a_r, a_z, m = np.split(slots, [H, 2 * H, 3 * H], axis=-1)
-    r, slope_r = logistic_pair(a_r)
+    r, slope_r, z, z_c = gates
     slope_r *= r
-    slope_r *= m if reset_after else h_prev
-    a_r[...] = slope_r
+    np.multiply(slope_r, m if reset_after else h_prev, out=a_r)
     m[...] = r
-    z, z_c = _update_gate(a_z, keep)
-    slope_n = _tanh_prime(a_n, n)
-    np.multiply(slope_n, z_c, out=a_n)
+    slope_n = _tanh_prime(a_n, n, out=a_n)
+    slope_n *= z_c
     np.subtract(h_prev, n, out=n)
     n *= z_c
     np.multiply(n, z, out=a_z)
@@ -264,8 +293,8 @@ def backward(
     Args:
         params: as for :func:`forward`, the arrays ``fw`` was computed from.
         xs: inputs, shape (T, B, D), the ones ``fw`` was computed from.
-        fw: the pass of :func:`forward`; its gate buffers (``slots``, ``n``) are
-            overwritten, its ``states`` (``h``) are left intact. Use each pass once.
+        fw: the pass of :func:`forward`; its ``slots`` are overwritten with the gate
+            cotangents, its ``states`` (``h``) and ``n`` are left intact. Use each pass once.
         dh: (T, B, H), the direct cotangent ∂L/∂h_t of the output head at each step
             (the recurrence is added here), in the inputs' dtype.
         live: the mask ``fw`` was computed with.
@@ -280,35 +309,28 @@ def backward(
         T, B, D = xs.shape
         H = states.shape[-1]
         h_prev = states[:-1]
-        keep = None if live is None else live[..., None]
-        block = max(1, _BLOCK_BYTES // max(1, B * 4 * H * slots.itemsize))
-        for start in range(0, T, block):
-            steps = slice(start, start + block)
-            _slopes(
-                slots[steps],
-                n[steps],
-                h_prev[steps],
-                None if keep is None else keep[steps],
-                reset_after,
-            )
         W_hh = np.ascontiguousarray(params["W_hh"])
         W_rz, W_hn = W_hh[: 2 * H], W_hh[2 * H :]
         carry = np.zeros((B, H), states.dtype)
+        # The step's temporaries, allocated once (see forward).
+        d, d_s, work = (np.empty_like(carry) for _ in range(3))
         for t in range(T - 1, -1, -1):
-            d = dh[t] + carry
+            np.add(dh[t], carry, out=d)
             step = slots[t]
             # [P_n, P_z] and [P_r, r] as (B, 2, H) views: four cotangents in two multiplications.
             paired = step.reshape(B, 2, 2, H)
             paired[:, :, 0] *= d[:, None]
             if reset_after:
                 paired[:, :, 1] *= paired[:, :1, 0]
-                carry = step[:, H:] @ W_hh
+                np.matmul(step[:, H:], W_hh, out=carry)
             else:
-                d_s = step[:, :H] @ W_hn
+                np.matmul(step[:, :H], W_hn, out=d_s)
                 step[:, H : 2 * H] *= d_s
-                carry = step[:, H : 3 * H] @ W_rz
-                carry += d_s * step[:, 3 * H :]
-            carry += d * n[t]
+                np.matmul(step[:, H : 3 * H], W_rz, out=carry)
+                np.multiply(d_s, step[:, 3 * H :], out=work)
+                carry += work
+            np.multiply(d, n[t], out=work)
+            carry += work
 
         rows = slots.reshape(T * B, 4 * H)
         d_in = rows[:, : 3 * H]

@@ -125,26 +125,33 @@ def forward(
     # One logistic pair per step covers all four gates: σ(a) for i, f, o and σ(2a_g),
     # whose product with σ(−2a_g) is sech²(a_g) / 4.
     scale = np.repeat(np.array([1, 1, 2, 1], dtype), H)
+    # The step's temporaries, allocated once: at B·H of a few thousand a fresh array a
+    # call costs as much as the arithmetic.
+    product, value, complement = (np.empty((B, 4 * H), dtype) for _ in range(3))
+    g, tanh_c, work = (np.empty((B, H), dtype) for _ in range(3))
+    i, f, _, o = (value[:, k * H : (k + 1) * H] for k in range(4))
     for t in range(T):
         a = partials[t]
-        a += states[t] @ W_hh_T
-        g = np.tanh(a[:, 2 * H : 3 * H])
-        value, complement = logistic_pair(a, scale)
-        i, f, _, o = np.split(value, 4, axis=1)
+        np.matmul(states[t], W_hh_T, out=product)
+        a += product
+        np.tanh(a[:, 2 * H : 3 * H], out=g)
+        logistic_pair(a, scale, out=(value, complement))
         c_prev, c = cells[t], cells[t + 1]
         np.multiply(f, c_prev, out=c)
-        c += i * g
-        tanh_c = np.tanh(c)
+        np.multiply(i, g, out=work)
+        c += work
+        np.tanh(c, out=tanh_c)
         np.multiply(o, tanh_c, out=states[t + 1])
         # a_t is not read again: its slots take the partials, σ'(a) = σ(a) σ(−a) first.
         np.multiply(value, complement, out=a)
-        d_i, d_f, d_g, d_o = np.split(a, 4, axis=1)
+        d_i, d_f, d_g, d_o = (a[:, k * H : (k + 1) * H] for k in range(4))
         d_i *= g
         d_f *= c_prev
-        d_g *= 4 * i
+        np.multiply(i, 4, out=work)
+        d_g *= work
         d_o *= tanh_c
         forget[t] = f
-        dh_dc[t] = o * _tanh_prime(c, tanh_c)
+        np.multiply(o, _tanh_prime(c, tanh_c, out=dh_dc[t]), out=dh_dc[t])
         if live is not None:
             held = ~live[t]
             c[held] = c_prev[held]
@@ -217,18 +224,21 @@ def backward(
     # ∂L/∂h_t and ∂L/∂c_t through the steps after t; at the end, through every step.
     h_bar = np.zeros((B, H), fw.partials.dtype)
     c_bar = np.zeros((B, H), fw.partials.dtype)
+    # The step's temporaries, allocated once (see forward); ``through`` and ``h_bar`` swap.
+    through, work = np.empty_like(h_bar), np.empty_like(h_bar)
     for t in range(T - 1, -1, -1):
         h_bar += dh[t]
-        c_bar += h_bar * fw.dh_dc[t]
+        np.multiply(h_bar, fw.dh_dc[t], out=work)
+        c_bar += work
         d_a[t, :, 3] *= h_bar
         d_a[t, :, :3] *= c_bar[:, None]
         c_bar *= fw.forget[t]
-        through = fw.partials[t] @ W_hh
+        np.matmul(fw.partials[t], W_hh, out=through)
         if live is not None:
             # ā_t is 0 on a held row, so its h-cotangent passes only by holding.
             held = ~live[t]
             through[held] = h_bar[held]
-        h_bar = through
+        h_bar, through = through, h_bar
     fw.partials.flags.writeable = False
 
     rows = fw.partials.reshape(T * B, 4 * H)
