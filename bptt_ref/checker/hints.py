@@ -550,8 +550,15 @@ def hints(
             f"this case's inputs ({STYLE_MEANING[case.style]}), e.g. 0/0, log(0) or an "
             "overflowing exp"
         )
+    # The program the search judged with (one configuration), not a second one.
     expected = jax_reference.loss_and_grad(
-        case.params, case.xs, case.targets, cell=case.cell, pad_to=pad_to(dims), **case.config
+        case.params,
+        case.xs,
+        case.targets,
+        cell=case.cell,
+        pad_to=pad_to(dims),
+        specialize=True,
+        **case.config,
     )[1]
     rtol = 10 * tolerance_for(case.dtype)
     clipped = clip_level(actual, expected, wrong, rtol)

@@ -218,6 +218,7 @@ def save(
             case.targets,
             cell=case.cell,
             pad_to=pad_to(case.dims),
+            specialize=True,
             **case.config,
         )
     if layout is not None:

@@ -4,7 +4,9 @@ plain-loss reference and its judge.
 Speed comes from compiling once per *bucket* and cell: each dim is padded up to a bucket
 size (:func:`bucket`), and the rnn's ``f_h``, the output and the loss are picked by traced
 indices with ``lax.switch``, so every case of one cell in one bucket reuses one compiled
-function (the cell itself is static). The padding is exact:
+function (the cell itself is static). A process that judges one configuration (``bptt-ref
+check``) compiles a program for it alone instead (``specialize``, :func:`picked`), which
+compiles several times faster. The padding is exact:
 
 - padded inputs, weights and biases are zero; gate-stacked arrays (G·H, ·) are padded per
   gate block (reshaped to (G, H, ·), padded, reshaped back), so gate k of real unit j stays
@@ -138,7 +140,7 @@ def functions(
     """The nonlinearities of a step, the rnn's ``f_h`` picked by ``hidden_index``, and the
     heads in ``HEADS`` order: exact, or the textbook peer's (``textbook=True``). The indices
     past ``HIDDEN``'s pick ``KINKED``: a kinked ``f_h`` under the other convention at its
-    kink, so that every convention shares one compilation."""
+    kink, so that every convention shares the shared program's compilation."""
     hidden_fns = [*(TEXTBOOK_HIDDEN if textbook else HIDDEN).values(), *KINKED.values()]
     fn = (TEXTBOOK if textbook else EXACT)._replace(
         hidden=lambda a: picked(hidden_index, hidden_fns, a)
@@ -489,9 +491,12 @@ def loss_and_grad(
     targets: Any,
     *,
     pad_to: Mapping[str, int] | None = None,
+    specialize: bool = False,
     **config: Unpack[Config],
 ) -> tuple[float, dict[str, NDArray[np.float64]]]:
     """The oracle's ``(L, grads)`` in float64, for the arguments of ``bptt_ref.loss_and_grad``
-    (``pad_to`` as for :func:`reference`)."""
-    ref = reference(params, xs, targets, noise=False, pad_to=pad_to, **config)
+    (``pad_to`` and ``specialize`` as for :func:`reference`)."""
+    ref = reference(
+        params, xs, targets, noise=False, pad_to=pad_to, specialize=specialize, **config
+    )
     return ref.loss, ref.grads
