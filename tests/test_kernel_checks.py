@@ -301,6 +301,7 @@ def test_padding_a_dim_wider_leaves_the_oracle_unchanged(cell: str) -> None:
     )  # fmt: skip
     assert pad_to(dims) == {"B": 256}
     assert pad_to({**dims, "B": 2, "O": 17}) == {"D": 256, "O": 256}
+    assert pad_to({**dims, "B": 2, "O": 17}, specialize=False) == {"O": 256}
     args = (case.params, case.xs, case.targets)
     plain = jax_reference.reference(*args, cell=cell, noise=False, **case.config)
     wide = jax_reference.reference(

@@ -339,23 +339,28 @@ def _named(args: tuple[Any, ...], layout: Layout | None) -> dict[str, Any]:
 
 
 _PADDED_TOGETHER = (("H",), ("B",), ("T",), ("D", "O"))
-"""Dims padded wide together: a case with one of a group above its small size pads the
-whole group. Wide D and O cost a case nothing measurable (2.3 to 2.7 ms a case, either
-alone or both); a wide H with them, or B with T, made each case several times dearer
-(README, "How long a check takes"), more than the compilation saved."""
+"""Dims padded wide together in a program for one configuration: a case with one of a
+group above its small size pads the whole group. There wide D and O cost a case nothing
+measurable (2.3 to 2.7 ms a case, either alone or both); a wide H with them, or B with
+T, made each case several times dearer, more than the compilation saved. In the program
+shared by every configuration, whose heads all sit behind ``lax.switch``, wide D with O
+did cost: ``check --all --examples 20`` spent 77.8 s on its cases against 48.8 s with
+each dim alone, so there every dim pads alone."""
 
 
-def pad_to(dims: Mapping[str, int]) -> dict[str, int]:
+def pad_to(dims: Mapping[str, int], specialize: bool = True) -> dict[str, int]:
     """The size the oracle pads each large dim of a case to, so that few compilations serve
     every size: a dim above its small size (``SMALL_DIMS``) pads to the bucket of the
     largest kernel boundary size (T 257, widths 129), whatever its own size, and so do
-    the dims padded together with it: a boundary sweep then costs four compilations."""
+    the dims padded together with it in a program for one configuration (``specialize``):
+    a boundary sweep then costs four compilations, five in the shared program."""
     from bptt_ref.jax_reference import bucket
 
     largest = {d: max(boundary_sizes(KERNEL_STEPS if d == "T" else KERNEL_WIDTHS)) for d in dims}
     wide = bucket(largest)
     large = {d for d, n in dims.items() if n > SMALL_DIMS[d]}
-    return {d: wide[d] for group in _PADDED_TOGETHER if large & set(group) for d in group}
+    groups = _PADDED_TOGETHER if specialize else tuple((d,) for d in dims)
+    return {d: wide[d] for group in groups if large & set(group) for d in group}
 
 
 def judge(
@@ -426,7 +431,7 @@ def judged_under(
         case.targets,
         keys=keys,
         cell=case.cell,
-        pad_to=pad_to(case.dims),
+        pad_to=pad_to(case.dims, specialize),
         specialize=specialize,
         kink=kink,
         **case.config,

@@ -112,7 +112,7 @@ def check_gradients(
     unless ``sizes="small"``, one case at each boundary size of each dim, the others small:
     by default T at 63, 64, 65, 127, 128, 129, 255, 256, 257 and each of B, D, H, O at
     7, 8, 9, 15, 16, 17 … 127, 128, 129, 69 cases in all (four compilations of the oracle:
-    H, B, T, and D with O; Hypothesis alone, drawing the same shape for
+    H, B, T, and D with O; five without ``specialize``; Hypothesis alone, drawing the same shape for
     several cases in a row, would leave most boundaries untried in a short run). A failure
     there is shrunk first to the smallest boundary size of that dim that fails (the
     boundary the bug lives past), then by Hypothesis over small cases with that dim held
