@@ -134,7 +134,7 @@ LOAD_EVENT = "/bptt_ref/oracle/load_executable_duration"
 """The ``jax.monitoring`` duration event of loading a stored executable: the part of a
 warm process's time that stands where compiling would (see :mod:`compile_clock`)."""
 
-_LOADED: dict[str, Any] = {}
+_LOADED: dict[tuple[Any, ...], Any] = {}
 
 
 def stored(name: str, jitted: Callable[..., Any]) -> Callable[..., Any]:
@@ -147,9 +147,12 @@ def stored(name: str, jitted: Callable[..., Any]) -> Callable[..., Any]:
         directory = _store()
         if directory is None:
             return jitted(*args)
-        key = _key(name, args)
-        compiled = _LOADED.get(key)
+        # Every case calls this: the digest of the program, hashed text, is taken only
+        # when the process has not loaded the program yet.
+        program = _program(name, args)
+        compiled = _LOADED.get(program)
         if compiled is None:
+            key = _key(program)
             compiled = _load(directory / key)
             if compiled is None:
                 # An executable JAX read back from its own cache serializes without some
@@ -158,7 +161,7 @@ def stored(name: str, jitted: Callable[..., Any]) -> Callable[..., Any]:
                 with compilation_cache(None):
                     compiled = jitted.lower(*args).compile()  # type: ignore[attr-defined]
                 _save(compiled, directory, key)
-            _LOADED[key] = compiled
+            _LOADED[program] = compiled
         return compiled(*args)
 
     return call
@@ -207,7 +210,9 @@ def _machine() -> str:
     )
 
 
-def _key(name: str, args: tuple[Any, ...]) -> str:
+def _program(name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What a trace of ``name`` on ``args`` depends on in this process: the JAX settings
+    that change a program, the arguments' tree, and their types, shapes and dtypes."""
     import jax
     import numpy as np
 
@@ -223,6 +228,12 @@ def _key(name: str, args: tuple[Any, ...]) -> str:
         )
     )
     shapes = tuple((type(x).__name__, np.shape(x), str(getattr(x, "dtype", ""))) for x in leaves)
+    return name, settings, tree, shapes
+
+
+def _key(program: tuple[Any, ...]) -> str:
+    """The file name of ``program``'s entry: it, the machine and ``XLA_FLAGS``, hashed."""
+    name, settings, tree, shapes = program
     text = repr((name, _machine(), os.environ.get("XLA_FLAGS", ""), settings, str(tree), shapes))
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
@@ -236,9 +247,7 @@ def _load(path: Path) -> Any:
         blob, in_tree, out_tree = pickle.loads(path.read_bytes())
         compiled = serialize_executable.deserialize_and_load(blob, in_tree, out_tree)
         os.utime(path)  # used now: the last to be evicted
-    except FileNotFoundError:
-        return None
-    # An entry cut short by a full disk or written by another jaxlib build: compile anew.
+    # No entry yet, one cut short by a full disk, or one another jaxlib wrote: compile anew.
     except Exception:
         return None
     jax.monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - started)
@@ -268,13 +277,10 @@ def _save(compiled: Any, directory: Path, key: str) -> None:
 
 def _evict(root: Path, limit: int) -> None:
     """Delete the least recently used entries under ``root`` until they hold ``limit`` bytes."""
-    entries = sorted(
-        ((p.stat().st_mtime, p.stat().st_size, p) for p in root.glob("*/*") if p.is_file()),
-        key=lambda entry: entry[0],
-    )
-    total = sum(size for _, size, _ in entries)
-    for _, size, path in entries:
+    stats = [(p.stat(), p) for p in root.glob("*/*") if p.is_file()]
+    total = sum(stat.st_size for stat, _ in stats)
+    for stat, path in sorted(stats, key=lambda entry: entry[0].st_mtime):
         if total <= limit:
             break
         path.unlink(missing_ok=True)
-        total -= size
+        total -= stat.st_size
