@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 # _tanh_prime is private to _activations: the package's one sech², cancellation-free.
 from bptt_ref._activations import Array, _tanh_prime, logistic_pair
 from bptt_ref._rnn import _BLOCK_BYTES, _small_ufunc_buffers
-from bptt_ref.cells._spec import Cell, gated_init, with_head
+from bptt_ref.cells._spec import Cell, StepCotangent, gated_init, with_head
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "W_ih": ("3H", "D"),
@@ -245,7 +245,7 @@ def backward(
     params: Mapping[str, Array],
     xs: Array,
     fw: GRUPass,
-    dh: Array,
+    dh: StepCotangent,
     live: NDArray[np.bool_] | None = None,
 ) -> dict[str, Array]:
     r"""The gradient of L with respect to every parameter and the inputs, by BPTT.
@@ -295,8 +295,9 @@ def backward(
         xs: inputs, shape (T, B, D), the ones ``fw`` was computed from.
         fw: the pass of :func:`forward`; its ``slots`` are overwritten with the gate
             cotangents, its ``states`` (``h``) and ``n`` are left intact. Use each pass once.
-        dh: (T, B, H), the direct cotangent ∂L/∂h_t of the output head at each step
-            (the recurrence is added here), in the inputs' dtype.
+        dh: the direct cotangent ∂L/∂h_t of the output head as ``dh[t]`` (B, H), read
+            once per step, newest first (a (T, B, H) array or the head's
+            ``HeadCotangent``), in the inputs' dtype; the recurrence is added here.
         live: the mask ``fw`` was computed with.
 
     Returns:
