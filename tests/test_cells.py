@@ -24,6 +24,7 @@ from hypothesis.errors import NoSuchExample
 
 import bptt_ref
 from bptt_ref import _model
+from bptt_ref._activations import Array
 from bptt_ref.cases import Case, make_case
 from bptt_ref.cells import CELLS
 from bptt_ref.strategies import cases
@@ -220,8 +221,8 @@ def test_the_heads_cotangent_by_blocks_is_g_times_U_bit_for_bit(B: int, dtype: t
     # the head's g @ U, T products of one row each: a block must be made the latter way.
     rng = np.random.default_rng(0)
     T, O, H = 13, 16, 64
-    g = rng.standard_normal((T, B, O)).astype(dtype)
-    U = rng.standard_normal((O, H)).astype(dtype)
+    g: Array = rng.standard_normal((T, B, O)).astype(dtype)
+    U: Array = rng.standard_normal((O, H)).astype(dtype)
     expected = g @ U
     dh = _model.HeadCotangent(g, U)
     # Newest first, as a backward pass reads it, then out of order across blocks.
