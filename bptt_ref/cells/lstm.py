@@ -151,7 +151,8 @@ def forward(
         d_g *= work
         d_o *= tanh_c
         forget[t] = f
-        np.multiply(o, _tanh_prime(c, tanh_c, out=dh_dc[t]), out=dh_dc[t])
+        slope_c = _tanh_prime(c, tanh_c, out=dh_dc[t])
+        slope_c *= o
         if live is not None:
             held = ~live[t]
             c[held] = c_prev[held]
