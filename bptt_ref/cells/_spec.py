@@ -87,9 +87,10 @@ class Cell:
         backward: ``backward(params, xs, fw, dh, live)`` → the gradient of L for every
             key of ``params`` and ``"xs"``, given the head's direct ``∂L/∂h_t`` as
             ``dh[t]`` (B, H); the cell adds the recurrence. It reads each ``dh[t]`` once,
-            newest first, and before it asks for another step, so that ``dh`` may be a
-            (T, B, H) array or :class:`bptt_ref._model.HeadCotangent`, which makes a block
-            of steps at a time (``loss_and_grad`` then never holds all T steps of it).
+            newest first, and is done with it before it reads the next, so that ``dh``
+            may be a (T, B, H) array or :class:`bptt_ref._model.HeadCotangent`, which
+            makes a block of steps at a time (``loss_and_grad`` then never holds all T
+            steps of it).
         fused: the whole ``fused(params, xs, targets, hidden, output, loss)`` → ``(L,
             grads)`` for checked inputs, for a cell whose fast path fuses the head into
             its steps (the vanilla RNN's ``[δ, g] @ [W; U]``) and which brings its own
