@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from bptt_ref._activations import OUTPUT, Array
 from bptt_ref._losses import loss_grad_logits, loss_sum
+from bptt_ref._rnn import _BLOCK_BYTES
 from bptt_ref._validate import check_inputs, check_names
 from bptt_ref.cells import Cell, cell_named
 from bptt_ref.config import Config, model_of
@@ -108,7 +109,7 @@ def loss_value(
     return loss_sum(loss, z, y_hat, targets)
 
 
-def head_backward(
+def head_logits(
     params: Mapping[str, Array],
     h: Array,
     targets: Array,
@@ -116,17 +117,17 @@ def head_backward(
     loss: str,
     step_mask: NDArray[np.bool_] | None = None,
 ) -> tuple[float, Array, dict[str, Array]]:
-    r"""The loss, ``∂L/∂h_t`` from the head, and the head's own gradients.
+    r"""The loss, ``g_t = ∂L/∂z_t`` and the head's own gradients.
 
-    With ``g_t = ∂L/∂z_t`` (T, B, O), masked to ``m_{t,b} g_{t,b}`` by a (T, B)
-    ``step_mask`` (whose rows then count in L only where True):
+    With ``g_t`` (T, B, O) masked to ``m_{t,b} g_{t,b}`` by a (T, B) ``step_mask`` (whose
+    rows then count in L only where True):
 
     .. math::
-        \partial L/\partial h_t\big|_{\mathrm{head}} = g_t U,\quad
         \partial L/\partial U = \sum_t g_t^\top h_t,\quad
         \partial L/\partial b_y = \sum_{t,b} g_{t,b}.
 
-    Returns ``(L, dh, {"U", "b_y"})`` with dh of shape (T, B, H).
+    Returns ``(L, g, {"U", "b_y"})``; ``∂L/∂h_t`` from the head is ``g_t U``
+    (:func:`head_backward`, or :class:`HeadCotangent` a block of steps at a time).
     """
     T, B, H = h.shape
     z, y_hat = _head(params, h, output)
@@ -137,12 +138,68 @@ def head_backward(
         m = step_mask
         value = float(loss_sum(loss, z[m], y_hat[m], targets[m]))
         g = loss_grad_logits(output, loss, z, y_hat, targets) * m[:, :, None]
-    # z and ŷ (T·B·O each) are dead once g exists: freed before dh (T, B, H) is allocated, they
-    # would otherwise sit on top of the cell's pass at the gradient's peak memory.
+    # z and ŷ (T·B·O each) are dead once g exists: freed before ∂L/∂h is made, they would
+    # otherwise sit on top of the cell's pass at the gradient's peak memory.
     del z, y_hat
     rows_g = g.reshape(T * B, params["U"].shape[0])
-    grads = {"U": rows_g.T @ h.reshape(T * B, H), "b_y": rows_g.sum(axis=0)}
+    return value, g, {"U": rows_g.T @ h.reshape(T * B, H), "b_y": rows_g.sum(axis=0)}
+
+
+def head_backward(
+    params: Mapping[str, Array],
+    h: Array,
+    targets: Array,
+    output: str,
+    loss: str,
+    step_mask: NDArray[np.bool_] | None = None,
+) -> tuple[float, Array, dict[str, Array]]:
+    r"""The loss, ``∂L/∂h_t = g_t U`` from the head for every step, and the head's gradients.
+
+    :func:`head_logits` followed by the product; returns ``(L, dh, {"U", "b_y"})`` with
+    dh of shape (T, B, H), for callers that slice it (truncation windows, stacked layers).
+    """
+    value, g, grads = head_logits(params, h, targets, output, loss, step_mask)
     return value, g @ params["U"], grads
+
+
+# HeadCotangent makes ∂L/∂h in blocks of at most T / _HEAD_BLOCKS steps (and at most
+# _BLOCK_BYTES): a buffer small beside the pass when T·B·H is small (B = 1), cache-sized
+# when it is large, and few NumPy calls per sequence.
+_HEAD_BLOCKS = 8
+
+
+class HeadCotangent:
+    """The head's ``∂L/∂h_t = g_t U`` (B, H) for step t as ``dh[t]``, a block of steps at a time.
+
+    A cell's backward pass reads ``dh[t]`` once per step, newest first: holding ``g``
+    (T, B, O) and one block (τ, B, H) in place of every step's (T, B, H) keeps that array
+    off the gradient's peak memory. Each block is NumPy's stacked product, one (B, O) @
+    (O, H) product per step as ``g @ U`` makes them, so every ``dh[t]`` equals ``(g @ U)[t]``
+    bit for bit. The row returned is a view of the block buffer, overwritten when a step
+    of another block is asked for.
+
+    Args:
+        g: (T, B, O), ``∂L/∂z_t`` (:func:`head_logits`).
+        U: (O, H), the head's weights, of ``g``'s dtype.
+    """
+
+    def __init__(self, g: Array, U: Array) -> None:
+        T, B, _ = g.shape
+        H = U.shape[1]
+        self._g, self._U = g, U
+        by_bytes = _BLOCK_BYTES // max(1, B * H * g.dtype.itemsize)
+        self._steps = max(1, min(-(-T // _HEAD_BLOCKS), by_bytes))
+        self._block = np.empty((min(T, self._steps), B, H), g.dtype)
+        self._start = -1
+
+    def __getitem__(self, t: int) -> Array:
+        start = t - t % self._steps
+        if start != self._start:
+            stop = min(start + self._steps, self._g.shape[0])
+            np.matmul(self._g[start:stop], self._U, out=self._block[: stop - start])
+            self._start = start
+        row: Array = self._block[t - start]
+        return row
 
 
 def run_gated(
@@ -156,11 +213,16 @@ def run_gated(
     step_mask: NDArray[np.bool_] | None = None,
     live: NDArray[np.bool_] | None = None,
 ) -> tuple[float, dict[str, NDArray[np.floating]]]:
-    """``(L, grads)`` for checked inputs of a cell without a fused path: forward, head, back."""
+    """``(L, grads)`` for checked inputs of a cell without a fused path: forward, head, back.
+
+    The cell's backward pass reads the head's ∂L/∂h_t from a :class:`HeadCotangent`, so
+    beside the pass only ``g`` (T, B, O) and one block of ∂L/∂h are held, never all T
+    steps of it (docs/derivation.md, the gated cells' memory).
+    """
     assert cell.backward is not None
     fw = cell.forward(p, x, live, "tanh")
-    value, dh, head = head_backward(p, fw.h, y, output, loss, step_mask)
-    grads = {**cell.backward(p, x, fw, dh, live), **head}
+    value, g, head = head_logits(p, fw.h, y, output, loss, step_mask)
+    grads = {**cell.backward(p, x, fw, HeadCotangent(g, p["U"]), live), **head}
     return value, {k: grads[k] for k in cell.grad_names}
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import re
 import sys
+import tracemalloc
 import types
 from typing import Any
 
@@ -23,6 +24,7 @@ from hypothesis.errors import NoSuchExample
 
 import bptt_ref
 from bptt_ref import _model
+from bptt_ref._activations import Array
 from bptt_ref.cases import Case, make_case
 from bptt_ref.cells import CELLS
 from bptt_ref.strategies import cases
@@ -210,3 +212,49 @@ def test_the_complex_step_property_fails_on_a_planted_bias_bug(cell: str) -> Non
 def test_the_unplanted_source_passes(cell: str) -> None:
     original = PLANTED[cell][0]
     assert not _fails(cell, _planted_loss_and_grad(cell, original, original))
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_heads_cotangent_by_blocks_is_g_times_U_bit_for_bit(B: int, dtype: type) -> None:
+    # At B = 1 in float64, OpenBLAS gives one product over all T·B rows other bits than
+    # the head's g @ U, T products of one row each: a block must be made the latter way.
+    rng = np.random.default_rng(0)
+    T, O, H = 13, 16, 64
+    g: Array = rng.standard_normal((T, B, O)).astype(dtype)
+    U: Array = rng.standard_normal((O, H)).astype(dtype)
+    expected = g @ U
+    dh = _model.HeadCotangent(g, U)
+    # Newest first, as a backward pass reads it, then out of order across blocks.
+    for t in [*range(T - 1, -1, -1), 0, 12, 5, 6, 5]:
+        assert np.array_equal(dh[t], expected[t]), t
+
+
+@pytest.mark.parametrize("cell", GATED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_peak_memory_is_within_2G_plus_2_state_sized_arrays(cell: str, dtype: type) -> None:
+    # The memory target for the gated cells, as a deterministic count (tracemalloc
+    # sees every NumPy allocation): the peak above the inputs, outputs included, stays below
+    # (2G + 2)·T·B·H·itemsize, at the benchmark's largest size scaled down by 4 in B, D, H
+    # and O (the same ratios D/H, O/H and G·H/(T·B) of the weights to the states). Holding
+    # the head's ∂L/∂h for all T steps, as before HeadCotangent, breaks it.
+    dims = {"T": 100, "B": 16, "D": 64, "H": 128, "O": 64}
+    case = make_case(
+        dims=dims,
+        hidden="tanh",
+        output="identity",
+        loss="mse",
+        dtype=dtype,
+        regime="contracting",
+        style="normal",
+        seed=1,
+        cell=cell,
+    )
+    tracemalloc.start()
+    try:
+        bptt_ref.loss_and_grad(case.params, case.xs, case.targets, cell=cell)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    limit = 2 * CELLS[cell].gates + 2
+    assert peak <= limit * dims["T"] * dims["B"] * dims["H"] * np.dtype(dtype).itemsize

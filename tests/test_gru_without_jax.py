@@ -206,6 +206,68 @@ def test_blocks_of_steps_change_no_bit(variant: str, monkeypatch: pytest.MonkeyP
         np.testing.assert_array_equal(grad, whole[key], err_msg=key)
 
 
+@pytest.mark.parametrize(
+    ("T", "block_bytes", "blocks"),
+    [
+        (20, None, [3] * 6 + [2]),  # ⌈20 / 8⌉ = 3 steps, the last block short
+        (8, None, [1] * 8),  # ⌈8 / 8⌉ = 1
+        (20, 2 * 3 * 4 * 4 * 8 + 7, [2] * 10),  # two steps' four (B, H) gates fit, not three
+        (20, 3 * 3 * 4 * 4 * 8, [3] * 6 + [2]),  # three fit: the step limit, as by default
+    ],
+)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_blocks_are_as_long_as_both_limits_allow(
+    variant: str,
+    T: int,
+    block_bytes: int | None,
+    blocks: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The gates wait for _slopes in blocks of ⌈T / _MIN_BLOCKS⌉ steps, or of as many as
+    # fit in _BLOCK_BYTES (four (B, H) buffers a step): few NumPy calls, bounded buffers.
+    # Whatever the blocks, short last one included, the bits are those of one block of all.
+    case = _case(11, T=T)
+    B, H = case[2].shape[1:]
+    assert (B, H, case[1].itemsize) == (3, 4, 8)  # the sizes block_bytes is written for
+    monkeypatch.setattr(gru, "_MIN_BLOCKS", 1)
+    whole = _grads(gru, case, VARIANTS[variant])
+    monkeypatch.undo()
+    if block_bytes is not None:
+        monkeypatch.setattr(gru, "_BLOCK_BYTES", block_bytes)
+    slopes, seen = vars(gru)["_slopes"], []
+
+    def recording(slots: Array, *rest: Any) -> None:
+        seen.append(len(slots))
+        slopes(slots, *rest)
+
+    monkeypatch.setattr(gru, "_slopes", recording)
+    for key, grad in _grads(gru, case, VARIANTS[variant]).items():
+        np.testing.assert_array_equal(grad, whole[key], err_msg=key)
+    assert seen == blocks
+
+
+@pytest.mark.parametrize("narrow", ["xs", "params"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_mixed_dtypes_run_in_their_common_dtype(variant: str, narrow: str) -> None:
+    # forward promises the dtype all inputs promote to: float32 inputs with float64
+    # parameters (or the reverse) give a float64 pass, that of both upcast to float64 to
+    # float32 rounding. (Not bit for bit: with float32 parameters the sum b_ih + b_hh is
+    # formed in float32. Checked inputs, as loss_and_grad passes them, share one dtype.)
+    params, xs, _ = CASES["near_critical"]
+    if narrow == "xs":
+        xs = xs.astype(np.float32)
+    else:
+        params = {k: v.astype(np.float32) for k, v in params.items()}
+    wide_params = {k: v.astype(np.float64) for k, v in params.items()}
+    mixed = gru.forward(params, xs, reset_after=VARIANTS[variant])
+    wide = gru.forward(wide_params, xs.astype(np.float64), reset_after=VARIANTS[variant])
+    for name in ("states", "slots", "n"):
+        assert getattr(mixed, name).dtype == np.float64, name
+        np.testing.assert_allclose(
+            getattr(mixed, name), getattr(wide, name), rtol=1e-6, atol=1e-7, err_msg=name
+        )
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_freeze_mask_matches_complex_step(variant: str) -> None:
     case = CASES["near_critical"]

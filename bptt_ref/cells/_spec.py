@@ -51,6 +51,16 @@ class CellPass(Protocol):
     def h(self) -> Array: ...
 
 
+class StepCotangent(Protocol):
+    """The head's direct cotangent ∂L/∂h_t by step: ``dh[t]`` (B, H).
+
+    A (T, B, H) array is one; :class:`bptt_ref._model.HeadCotangent` is another, which
+    makes a block of steps at a time.
+    """
+
+    def __getitem__(self, t: int, /) -> Array: ...
+
+
 @dataclass(frozen=True)
 class Cell:
     """One recurrent cell, described once.
@@ -75,8 +85,12 @@ class Cell:
         forward: ``forward(params, xs, live, hidden)`` → a :class:`CellPass` (no input
             checks; ``live`` (T, B) bool or ``None``: where False the row holds its states).
         backward: ``backward(params, xs, fw, dh, live)`` → the gradient of L for every
-            key of ``params`` and ``"xs"``, given the head's direct ``dh = ∂L/∂h_t``
-            (T, B, H); the cell adds the recurrence.
+            key of ``params`` and ``"xs"``, given the head's direct ``∂L/∂h_t`` as
+            ``dh[t]`` (B, H); the cell adds the recurrence. It reads each ``dh[t]`` once,
+            newest first, and is done with it before it reads the next, so that ``dh``
+            may be a (T, B, H) array or :class:`bptt_ref._model.HeadCotangent`, which
+            makes a block of steps at a time (``loss_and_grad`` then never holds all T
+            steps of it).
         fused: the whole ``fused(params, xs, targets, hidden, output, loss)`` → ``(L,
             grads)`` for checked inputs, for a cell whose fast path fuses the head into
             its steps (the vanilla RNN's ``[δ, g] @ [W; U]``) and which brings its own

@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 # _tanh_prime is private to _activations: the package's one sech², cancellation-free.
 from bptt_ref._activations import Array, _tanh_prime, logistic_pair
 from bptt_ref._rnn import _BLOCK_BYTES, _small_ufunc_buffers
-from bptt_ref.cells._spec import Cell, gated_init, with_head
+from bptt_ref.cells._spec import Cell, StepCotangent, gated_init, with_head
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "W_ih": ("3H", "D"),
@@ -245,7 +245,7 @@ def backward(
     params: Mapping[str, Array],
     xs: Array,
     fw: GRUPass,
-    dh: Array,
+    dh: StepCotangent,
     live: NDArray[np.bool_] | None = None,
 ) -> dict[str, Array]:
     r"""The gradient of L with respect to every parameter and the inputs, by BPTT.
@@ -295,8 +295,9 @@ def backward(
         xs: inputs, shape (T, B, D), the ones ``fw`` was computed from.
         fw: the pass of :func:`forward`; its ``slots`` are overwritten with the gate
             cotangents, its ``states`` (``h``) and ``n`` are left intact. Use each pass once.
-        dh: (T, B, H), the direct cotangent ∂L/∂h_t of the output head at each step
-            (the recurrence is added here), in the inputs' dtype.
+        dh: the direct cotangent ∂L/∂h_t of the output head as ``dh[t]`` (B, H), read
+            once per step, newest first (a (T, B, H) array or the head's
+            ``HeadCotangent``), in the inputs' dtype; the recurrence is added here.
         live: the mask ``fw`` was computed with.
 
     Returns:
@@ -360,31 +361,33 @@ init = gated_init(3, ("h0",))
 gate's block of ``W_hh`` at the given spectral radius."""
 
 
-def _cell(name: str, reset_after: bool, candidate: str) -> Cell:
-    def run(params: Mapping[str, Array], xs: Array, live: Any, hidden: str) -> GRUPass:
-        return forward(params, xs, live, reset_after=reset_after)
+# What the two variants share, as the fields of their ``Cell``s (module data, as the LSTM's
+# ``CELL``: built at import, not by a function).
+_SHARED: dict[str, Any] = {
+    "params": PARAMS,
+    "names": ("W_ih", "W_hh", "b_ih", "b_hh", "U", "b_y", "h0"),
+    "states": ("h0",),
+    "hidden_from": "W_hh",
+    "roles": ("W_ih", "W_hh", "b_ih", "b_hh"),
+    "activations": ("tanh",),
+    "init": with_head(init),
+    "backward": backward,
+    "gate_names": ("r", "z", "n"),
+}
+_GATES = "r = σ(x_t W_irᵀ + b_ir + h_{t-1} W_hrᵀ + b_hr), z likewise\n"
+_UPDATE = "\nh_t = (1 − z) ⊙ n + z ⊙ h_{t-1}"
 
-    return Cell(
-        name=name,
-        equations=(
-            "r = σ(x_t W_irᵀ + b_ir + h_{t-1} W_hrᵀ + b_hr), z likewise\n"
-            f"n = tanh(x_t W_inᵀ + b_in + {candidate})\n"
-            "h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}"
-        ),
-        params=PARAMS,
-        names=("W_ih", "W_hh", "b_ih", "b_hh", "U", "b_y", "h0"),
-        states=("h0",),
-        hidden_from="W_hh",
-        roles=("W_ih", "W_hh", "b_ih", "b_hh"),
-        activations=("tanh",),
-        init=with_head(init),
-        forward=run,
-        backward=backward,
-        gate_names=("r", "z", "n"),
-    )
-
-
-CELL = _cell("gru", True, "r ⊙ (h_{t-1} W_hnᵀ + b_hn)")
+CELL = Cell(
+    name="gru",
+    equations=_GATES + "n = tanh(x_t W_inᵀ + b_in + r ⊙ (h_{t-1} W_hnᵀ + b_hn))" + _UPDATE,
+    forward=lambda params, xs, live, hidden: forward(params, xs, live, reset_after=True),
+    **_SHARED,
+)
 """The GRU with the reset after the recurrent product (PyTorch, cuDNN; gates r, z, n)."""
-CELL_RESET_BEFORE = _cell("gru_reset_before", False, "(r ⊙ h_{t-1}) W_hnᵀ + b_hn")
+CELL_RESET_BEFORE = Cell(
+    name="gru_reset_before",
+    equations=_GATES + "n = tanh(x_t W_inᵀ + b_in + (r ⊙ h_{t-1}) W_hnᵀ + b_hn)" + _UPDATE,
+    forward=lambda params, xs, live, hidden: forward(params, xs, live, reset_after=False),
+    **_SHARED,
+)
 """The GRU with the reset before the recurrent product (Cho et al. 2014; gates r, z, n)."""

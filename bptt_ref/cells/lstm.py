@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 # _tanh_prime is private to _activations: the package's one sech², cancellation-free.
 from bptt_ref._activations import Array, _tanh_prime, logistic_pair
-from bptt_ref.cells._spec import Cell, gated_init, with_head
+from bptt_ref.cells._spec import Cell, StepCotangent, gated_init, with_head
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "W_ih": ("4H", "D"),
@@ -151,7 +151,8 @@ def forward(
         d_g *= work
         d_o *= tanh_c
         forget[t] = f
-        np.multiply(o, _tanh_prime(c, tanh_c, out=dh_dc[t]), out=dh_dc[t])
+        slope_c = _tanh_prime(c, tanh_c, out=dh_dc[t])
+        slope_c *= o
         if live is not None:
             held = ~live[t]
             c[held] = c_prev[held]
@@ -166,7 +167,7 @@ def backward(
     params: Mapping[str, Array],
     xs: Array,
     fw: LSTMPass,
-    dh: Array,
+    dh: StepCotangent,
     live: NDArray[np.bool_] | None = None,
 ) -> dict[str, Array]:
     r"""The gradient of L for every parameter and the inputs, by reverse accumulation.
@@ -202,7 +203,9 @@ def backward(
         params: as for :func:`forward`; xs: (T, B, D).
         fw: the pass :func:`forward` returned for these ``params``, ``xs`` and ``live``;
             its ``partials`` become \bar a_t (T, B, 4H), so a pass serves one backward.
-        dh: (T, B, H), the direct cotangent ∂L/∂h_t (the recurrence is added here).
+        dh: the direct cotangent ∂L/∂h_t as ``dh[t]`` (B, H), read once per step, newest
+            first (a (T, B, H) array or the head's ``HeadCotangent``); the recurrence is
+            added here.
         live: (T, B) bool or None, as given to :func:`forward`.
 
     Returns:
