@@ -453,6 +453,20 @@ def work_list(args: argparse.Namespace) -> list[tuple[str, Size, list[str], str]
     return out
 
 
+def avx2_env() -> dict[str, str] | None:
+    """This process's environment as a child should get it to compute as a CPU without
+    AVX-512 does (``--cpu-features avx2``); None where NumPy uses no AVX-512 target."""
+    disabled = avx512_targets(simd_targets()["found"])
+    if not disabled:
+        return None
+    return {
+        **os.environ,
+        "NPY_DISABLE_CPU_FEATURES": " ".join(disabled),
+        "OPENBLAS_CORETYPE": "Haswell",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {XLA_WITHOUT_AVX512}".strip(),
+    }
+
+
 def run_without_avx512(args: argparse.Namespace) -> dict[str, Any]:
     """The result of this script re-run for ``AVX2_ROWS`` as on a CPU without AVX-512.
 
@@ -462,8 +476,8 @@ def run_without_avx512(args: argparse.Namespace) -> dict[str, Any]:
     it writes its own outputs to ``--out``/avx2. Where NumPy uses no AVX-512 target,
     this run already is that case and nothing is re-run.
     """
-    disabled = avx512_targets(simd_targets()["found"])
-    if not disabled:
+    env = avx2_env()
+    if env is None:
         return {"skipped": "NumPy uses no AVX-512 target in this process; nothing to disable"}
     out = args.out / "avx2"
     argv = [
@@ -473,13 +487,6 @@ def run_without_avx512(args: argparse.Namespace) -> dict[str, Any]:
         *("--repeats", str(args.repeats), "--warmup", str(args.warmup)),
         *("--min-sample", str(args.min_sample), "--out", str(out)),
     ]
-    xla_flags = f"{os.environ.get('XLA_FLAGS', '')} {XLA_WITHOUT_AVX512}".strip()
-    env = {
-        **os.environ,
-        "NPY_DISABLE_CPU_FEATURES": " ".join(disabled),
-        "OPENBLAS_CORETYPE": "Haswell",
-        "XLA_FLAGS": xla_flags,
-    }
     # Its table is part of this run's report; its progress bar shows on stderr.
     child = subprocess.run(
         [sys.executable, __file__, *argv], env=env, stdout=subprocess.DEVNULL, check=False
