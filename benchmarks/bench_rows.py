@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 import bptt_ref
 from bptt_ref import _rnn
+from bptt_ref._validate import check_inputs
 from bptt_ref.cases import Case, make_case
 from bptt_ref.cells import CELLS
 
@@ -239,6 +240,42 @@ def _rnn_floor_work(problem: Problem) -> FloorWork:
 
     arrays = {"a": a, "h": states[1:], "dh": dh, "z": z, "targets": targets, "g": g, "loss": loss}
     return FloorWork(forward_products, backward_products, forward_passes, backward_passes, arrays)
+
+
+def _rnn_step_work(problem: Problem) -> FloorWork:
+    """:func:`_rnn_floor_work` and what the recurrence and the API add to it in NumPy code
+    of any form, the work ``math_floor`` leaves out: the bias adds (b_h over (T, B, H),
+    b_y over (T, B, O)) and the bias sums; per step, the add of h_{t−1} Wᵀ into a_t (a
+    product cannot accumulate into its output buffer) and, back, δ_t's ⊙ f_h′, each one
+    call over (B, H); and the input checks of ``loss_and_grad``. The per-step calls run
+    apart from the products, which costs them no more than interleaved."""
+    w = _rnn_floor_work(problem)
+    c = problem.case
+    B, _, H, _, T = problem.size
+    a, z, dh, g = (w.arrays[k] for k in ("a", "z", "dh", "g"))
+    # Adding zeros, so the values the passes see do not drift from run to run.
+    step, scratch = np.zeros((B, H), a.dtype), np.empty((B, H), a.dtype)
+    b_h, b_y = c.params["b_h"], c.params["b_y"]
+    d_rows = dh.reshape(T * B, H)
+
+    def forward_passes() -> None:
+        check_inputs(c.params, c.xs, c.targets, loss="mse")
+        np.add(a, b_h, out=a)
+        for t in range(T):
+            np.add(a[t], step, out=a[t])
+        np.add(z, b_y, out=z)
+        w.forward_passes()
+
+    def backward_passes() -> None:
+        w.backward_passes()
+        for t in range(T):
+            np.multiply(dh[t], step, out=scratch)
+        d_rows.sum(axis=0)
+        g.sum(axis=0)
+
+    return FloorWork(
+        w.forward_products, w.backward_products, forward_passes, backward_passes, w.arrays
+    )
 
 
 def _gated_floor_work(problem: Problem) -> FloorWork:
@@ -601,6 +638,13 @@ REGISTRY: list[Implementation] = [
         "f_h′; gated cells the gates' σ and tanh, the state update, the slopes; the loss "
         "and ∂L/∂z",
         cells=("rnn", *GATED),
+    ),
+    Implementation(
+        "step_floor",
+        _floor(_rnn_step_work, elementwise=True),
+        "math_floor and the work it leaves out, which NumPy code of any form pays: the bias "
+        "adds and sums, per step the add of h Wᵀ into a_t and the ⊙ f_h′, the input checks",
+        peer="reverse",
     ),
     Implementation(
         "blas_floor_1thread",

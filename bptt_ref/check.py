@@ -376,7 +376,8 @@ def add_kernel_options(check: argparse.ArgumentParser) -> None:
         type=int,
         default=2,
         metavar="N",
-        help="calls of fn on each case it passes, to catch nondeterminism (default 2; 1: off)",
+        help="calls of fn on each boundary case and one small case in ten that it passes, to "
+        "catch nondeterminism (default 2; 1: off)",
     )
 
 

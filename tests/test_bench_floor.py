@@ -106,6 +106,23 @@ def test_the_blas_floor_runs_no_pass_and_the_math_floor_every_one(bench_rows: Mo
         assert calls == expected[len(expected) // 2 :]
 
 
+def test_the_step_floor_adds_the_biases_before_f_h_and_checks_the_inputs(
+    bench_rows: ModuleType,
+) -> None:
+    problem = bench_rows.make_problem(bench_rows.Size(3, 4, 8, 2, 6), "float64")
+    work = bench_rows._rnn_step_work(problem)
+    work.forward_products()
+    a, z = work.arrays["a"].copy(), work.arrays["z"].copy()
+    work.forward_passes()
+    p = problem.case.params
+    np.testing.assert_array_equal(work.arrays["a"], a + p["b_h"])
+    np.testing.assert_array_equal(work.arrays["z"], z + p["b_y"])
+    np.testing.assert_array_equal(work.arrays["h"], np.tanh(a + p["b_h"]))
+    problem.case.xs[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="xs"):
+        work.forward_passes()
+
+
 @pytest.fixture
 def tanh_forms(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))

@@ -129,6 +129,40 @@ def test_exception_in_fn_exits_1_with_its_smallest_case(
     assert "IndexError: buffer of 3 steps" in done.stdout
 
 
+def test_exit_handlers_of_fn_s_module_run_and_the_report_is_whole(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # The command ends with os._exit (bptt_ref.cli.console): the handlers a user's module
+    # registered must still run, and all that was printed, by it too, reach the pipe, with
+    # the exit code.
+    (tmp_path / "leaving.py").write_text(
+        "import atexit\nfrom pathlib import Path\n\n"
+        "from planted.batched import grad, mean_over_time\n\n"
+        "atexit.register(Path('left.txt').write_text, 'bye')\n"
+        "atexit.register(print, 'fn left')\n"
+    )
+    # Output to a pipe is block-buffered, as a user's CI has it.
+    buffered = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+    for name, code, said in [
+        ("grad", 0, "agree with the reference"),
+        ("mean_over_time", 1, "reproducer:"),
+    ]:
+        (tmp_path / "left.txt").unlink(missing_ok=True)
+        done = check(
+            buffered,
+            tmp_path,
+            f"{tmp_path / 'leaving.py'}:{name}",
+            "--examples",
+            "5",
+            "--sizes",
+            "small",
+        )
+        assert done.returncode == code, done.stdout + done.stderr
+        assert said in done.stdout
+        assert done.stdout.endswith("fn left\n")  # printed last, by the user's handler
+        assert (tmp_path / "left.txt").read_text() == "bye"
+
+
 def test_import_failure_exits_2(env: dict[str, str], tmp_path: Path) -> None:
     done = check(env, tmp_path, "planted.broken_import:grad")
     assert done.returncode == 2

@@ -9,6 +9,8 @@ test: every dim with boundary sizes costs the oracle a compilation.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +202,59 @@ def test_rounding_that_changes_between_calls_passes_and_is_reported() -> None:
     exact = check_gradients(kernels.right("lstm"), cell="lstm", sizes="small", max_examples=10)
     assert exact.ok
     assert max(exact.spread.values()) == 0
+
+
+def _counting(cell: str) -> tuple[Any, list[bytes]]:
+    """A right ``fn`` of ``cell`` and the list of the cases it is called on, in order (each
+    case by the bytes of its inputs)."""
+    right = kernels.right(cell)
+    seen: list[bytes] = []
+
+    def fn(params: dict[str, Any], xs: Any, targets: Any) -> dict[str, Any]:
+        seen.append(b"".join(a.tobytes() for a in (*params.values(), xs, targets)))
+        return right(params, xs, targets)
+
+    return fn, seen
+
+
+def test_every_boundary_case_and_one_small_case_in_ten_is_called_again() -> None:
+    fn, seen = _counting("rnn")
+    assert check_gradients(fn, sizes=[8], max_examples=30).ok
+    cases = list(dict.fromkeys(seen))  # in the order first called
+    twice = {c for c in cases if seen.count(c) == 2}
+    assert all(seen.count(c) in (1, 2) for c in cases)
+    assert len(cases) > 30  # the small cases, then the sweep's
+    assert twice == {cases[0], cases[10], cases[20], *cases[30:]}
+
+
+def test_the_oracle_judges_a_case_while_fn_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bptt_ref import jax_reference
+
+    plain = jax_reference.reference
+    # fn and the oracle each wait here for the other: run at once they meet; run in turn,
+    # fn's wait times out (and the oracle's after it).
+    meet = threading.Barrier(2, timeout=2)
+
+    def reference(*args: Any, **kwargs: Any) -> Any:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            meet.wait()
+        return plain(*args, **kwargs)
+
+    right = kernels.right("rnn")
+    met: list[bool] = []
+
+    def fn(params: dict[str, Any], xs: Any, targets: Any) -> dict[str, Any]:
+        try:
+            meet.wait()
+            met.append(True)
+        except threading.BrokenBarrierError:
+            met.append(False)
+            meet.reset()
+        return right(params, xs, targets)
+
+    monkeypatch.setattr(jax_reference, "reference", reference)
+    assert check_gradients(fn, sizes="small", max_examples=5, repeat=1).ok
+    assert met == [True] * 5
 
 
 class _DLPackOnly:

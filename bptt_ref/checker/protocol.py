@@ -22,9 +22,11 @@ from numpy.typing import NDArray
 from bptt_ref import kinks, stack
 from bptt_ref.cases import KERNEL_STEPS, KERNEL_WIDTHS, SMALL_DIMS, boundary_sizes
 from bptt_ref.cells import CELLS
-from bptt_ref.compare import KeyComparison, Reference, scale_and_bound
+from bptt_ref.compare import KeyComparison, Reference, judge_against, scale_and_bound
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from bptt_ref.cases import Case
     from bptt_ref.layouts import Layout
 
@@ -370,6 +372,7 @@ def judge(
     layout: Layout | None = None,
     kink: str | None = None,
     specialize: bool = True,
+    early: Future[Reference] | None = None,
 ) -> tuple[Reference | None, list[KeyComparison]]:
     """The oracle's reference for ``case`` and its verdict on each of ``keys`` of ``actual``
     (keys of ``layout`` when one is given; then the reference is ``None``: the verdicts
@@ -383,8 +386,12 @@ def judge(
     under JAX's convention (one of the two sides for each ``f_h``, and ``loss_and_grad``'s),
     then, only when that fails and the case has an exact kink, under the other side; when
     both fail the verdicts are JAX's.
+
+    ``early``: the reference of :func:`plain_oracle` (no noise) under ``kink`` or JAX's
+    convention, started before ``fn`` was called, for a case of one cell in the
+    canonical layout.
     """
-    first = judged_under(actual, case, keys, layout, kink or "jax", specialize)
+    first = judged_under(actual, case, keys, layout, kink or "jax", specialize, early)
     if (
         kink is not None
         or all(v.ok for v in first[1])
@@ -402,10 +409,9 @@ def judged_under(
     layout: Layout | None,
     kink: str,
     specialize: bool = True,
+    early: Future[Reference] | None = None,
 ) -> tuple[Reference | None, list[KeyComparison]]:
     """:func:`judge` under the one convention ``kink``."""
-    from bptt_ref import jax_reference
-
     if layout is not None:
         from bptt_ref.checker import in_layout
 
@@ -424,18 +430,31 @@ def judged_under(
             **case.config,
             kink=kink,
         )
-    return jax_reference.judge(
-        actual,
-        case.params,
-        case.xs,
-        case.targets,
-        keys=keys,
-        cell=case.cell,
-        pad_to=pad_to(case.dims, specialize),
-        specialize=specialize,
-        kink=kink,
-        **case.config,
-    )
+    oracle = plain_oracle(case, kink, specialize)
+    if early is None:
+        return judge_against(actual, oracle, keys=keys)
+    return judge_against(actual, lambda noise: oracle(True) if noise else early.result(), keys=keys)
+
+
+def plain_oracle(case: Case, kink: str, specialize: bool = True) -> Callable[[bool], Reference]:
+    """The oracle of a case of one cell, ``noise -> Reference``
+    (:func:`bptt_ref.jax_reference.reference` under ``kink``, padded by :func:`pad_to`)."""
+    from bptt_ref import jax_reference
+
+    def of(noise: bool) -> Reference:
+        return jax_reference.reference(
+            case.params,
+            case.xs,
+            case.targets,
+            noise=noise,
+            cell=case.cell,
+            pad_to=pad_to(case.dims, specialize),
+            specialize=specialize,
+            kink=kink,
+            **case.config,
+        )
+
+    return of
 
 
 def spread(

@@ -8,6 +8,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from bptt_ref.checker.protocol import (
     call,
     check_signature,
     judge,
+    plain_oracle,
     spread,
 )
 from bptt_ref.checker.report import CheckFailed, CheckResult, Report, describe, save, snippet
@@ -60,6 +62,13 @@ class _Search:
 _SWEEP_ORDER = ("H", "B", "T", "D", "O")
 """The dims whose boundary sizes are tried, in order: where kernels block most (hidden-unit
 tiles, batch lanes, chunks of steps) first."""
+
+
+_REPEAT_EVERY = 10
+"""One small case in this many is called ``repeat`` times (and every boundary case): a
+second call costs as much as the first, and a kernel's nondeterminism (the order of its
+atomic or split reductions) shows on any case it touches, more often on the large
+boundary cases, whose reductions span several threads or blocks."""
 
 
 class _Mismatch(Exception):
@@ -124,9 +133,11 @@ def check_gradients(
     a failure of the check: ``fn`` not returning within ``timeout`` seconds (reported on
     the case where it hung, unshrunk), ``fn`` writing into the arrays it was given
     (reported with the array and the first entry changed), and ``fn`` giving different
-    answers to the same case: each case that passes is run ``repeat`` times in all, and
-    the check fails when two answers differ by more than the tolerance a right answer has
-    on that case (a smaller difference is only reported, in ``CheckResult.spread``).
+    answers to the same case: every boundary case and one small case in ten (the first,
+    the eleventh, ...) that pass are run ``repeat`` times in all, and the check fails
+    when two answers differ by more than the tolerance a right answer has on that case
+    (a smaller difference is only reported, in ``CheckResult.spread``). The oracle judges
+    each case in a second thread while ``fn`` runs.
 
     Args:
         fn: the gradient function, ``fn(params, xs, targets) -> {key: array}`` (see
@@ -147,7 +158,8 @@ def check_gradients(
             ``"small"``); a boundary size above it is not tried.
         timeout: seconds each call of ``fn`` may take (``None``: no limit, and ``fn`` is
             called in the caller's thread).
-        repeat: calls of ``fn`` on each case that passes (1: no nondeterminism check).
+        repeat: calls of ``fn`` on each repeated case that passes (1: no nondeterminism
+            check).
         save_dir: where the reproducer goes.
         name: how ``fn`` is named in the report; by default ``module:qualname``.
         binding: Python lines that bind ``fn`` in the reproducer snippet; by default an
@@ -266,7 +278,7 @@ def check_gradients(
         @given(strategy)
         def run(case: Case) -> None:
             counted(case)
-            attempt(case)
+            attempt(case, again_too=search.examples_to_failure % _REPEAT_EVERY == 1)
 
         run()
 
@@ -276,9 +288,15 @@ def check_gradients(
             search.examples_to_failure += 1
         tell("shrinking" if search.first_failure else "searching")
 
-    def attempt(case: Case) -> None:
-        """Judge fn on ``case``; raise what makes it a failure (see the module's classes)."""
+    def attempt(case: Case, again_too: bool = False) -> None:
+        """Judge fn on ``case``; raise what makes it a failure (see the module's classes).
+        ``again_too``: while no case has failed, call fn ``repeat`` times on it in all."""
         search.calls += 1
+        # The oracle runs while fn does (two cores; each releases the GIL in its numeric
+        # work), so a passing case costs about the slower of the two, not their sum.
+        early = None
+        if lay is None and not case.stacked:
+            early = ahead.submit(plain_oracle(case, kink or "jax", specialize), False)
         try:
             search.keys, actual = call(fn, case, search.keys, target, lay, timeout=timeout)
         except Hung as exc:
@@ -294,22 +312,27 @@ def check_gradients(
         except Raised:
             failed()
             raise
+        finally:
+            # No second oracle call may start while this one runs (see cache.stored).
+            if early is not None:
+                wait([early])
         reference, verdicts = judge(
-            actual, case, search.keys, lay, kink=kink, specialize=specialize
+            actual, case, search.keys, lay, kink=kink, specialize=specialize, early=early
         )
         if not all(v.ok for v in verdicts):
             failed()
             search.actual, search.verdicts = actual, verdicts
             raise _Mismatch
+        if search.first_failure:
+            return
         # In a layout, the verdicts come from canonical arrays and there is no reference
         # in the layout's keys to measure a second answer against.
-        for _ in range(repeat - 1 if reference is not None else 0):
+        for _ in range(repeat - 1 if again_too and reference is not None else 0):
             again(case, actual, reference)
-        if not search.first_failure:
-            for v in verdicts:
-                worst = search.worst.get(v.key)
-                if worst is None or v.err / v.bound > worst.err / worst.bound:
-                    search.worst[v.key] = v
+        for v in verdicts:
+            worst = search.worst.get(v.key)
+            if worst is None or v.err / v.bound > worst.err / worst.bound:
+                search.worst[v.key] = v
 
     def again(case: Case, first: dict[str, NDArray[np.float64]], reference: Any) -> None:
         """Call fn on ``case`` once more; stop the search if it answers differently."""
@@ -375,7 +398,7 @@ def check_gradients(
                 )
                 counted(case)
                 try:
-                    attempt(case)
+                    attempt(case, again_too=True)
                 except (_Mismatch, Raised, Scribbled) as exc:
                     failure: tuple[str, int, BaseException] = (dim, size, exc)
                 else:
@@ -402,7 +425,10 @@ def check_gradients(
             search.compiling_to_failure = clock.seconds
 
     # Tracing ends before the long XLA compilation starts: from then on, say so.
-    with compile_clock(on_event=lambda: tell("compiling the oracle")) as clock:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="bptt-ref check: oracle") as ahead,
+        compile_clock(on_event=lambda: tell("compiling the oracle")) as clock,
+    ):
         error: BaseException | None = None
         try:
             # Small cases first: most bugs show there, after one compilation of the oracle;
