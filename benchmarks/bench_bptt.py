@@ -17,10 +17,12 @@ machine was busy.
     python benchmarks/bench_bptt.py --sections sizes --cpu-features avx2
     python benchmarks/bench_bptt.py --unset-blas-env
 
-``--cpu-features avx2`` then re-runs ``reverse`` and the floors in a subprocess that
-computes as a CPU without AVX-512 does: NumPy's AVX-512 targets disabled through
-``NPY_DISABLE_CPU_FEATURES`` (read at import) and OpenBLAS on its Haswell (AVX2)
-kernel through ``OPENBLAS_CORETYPE``; its results go into the same table and JSON.
+``--cpu-features avx2`` then re-runs ``reverse``, the floors and ``jax_grad`` in a
+subprocess that computes as a CPU without AVX-512 does, as far as each library lets it:
+NumPy's AVX-512 targets disabled through ``NPY_DISABLE_CPU_FEATURES`` (read at import),
+OpenBLAS on its Haswell (AVX2) kernel through ``OPENBLAS_CORETYPE``, and XLA's generated
+code limited to AVX2 through ``XLA_FLAGS`` (``XLA_WITHOUT_AVX512``); its results go into
+the same table and JSON.
 
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, when set, pick OpenBLAS's kernel and blocking
 when NumPy loads it; ``--unset-blas-env`` re-runs this process without them (nothing
@@ -72,8 +74,14 @@ SMOKE_OUT = Path("bench-results")
 SECTIONS = ("sizes", "T", "H")
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 NUMPY_FEATURE_ENV = ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES")
-AVX2_ROWS = ("reverse", "blas_floor", "math_floor")
+AVX2_ROWS = ("reverse", "blas_floor", "math_floor", "jax_grad")
 """The rows ``--cpu-features avx2`` re-runs without AVX-512."""
+XLA_WITHOUT_AVX512 = "--xla_cpu_max_isa=AVX2"
+"""Appended to ``XLA_FLAGS`` in that run: XLA compiles its own code (the fused elementwise
+passes, tanh included) with no instruction newer than AVX2. The matrix products of
+``jax_grad`` are not XLA's code: jaxlib 0.10 hands them to YNNPACK, which picks its kernels
+from CPUID whatever the flag says, so they keep their AVX-512 kernels (README, "Both
+floors, with and without AVX-512")."""
 # A 1-minute load average above this, per core, before the run means another process
 # was competing for the cores; during the run this process adds up to one per core.
 BUSY_PER_CORE = 0.25
@@ -445,16 +453,31 @@ def work_list(args: argparse.Namespace) -> list[tuple[str, Size, list[str], str]
     return out
 
 
+def avx2_env() -> dict[str, str] | None:
+    """This process's environment as a child should get it to compute as a CPU without
+    AVX-512 does (``--cpu-features avx2``); None where NumPy uses no AVX-512 target."""
+    disabled = avx512_targets(simd_targets()["found"])
+    if not disabled:
+        return None
+    return {
+        **os.environ,
+        "NPY_DISABLE_CPU_FEATURES": " ".join(disabled),
+        "OPENBLAS_CORETYPE": "Haswell",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {XLA_WITHOUT_AVX512}".strip(),
+    }
+
+
 def run_without_avx512(args: argparse.Namespace) -> dict[str, Any]:
     """The result of this script re-run for ``AVX2_ROWS`` as on a CPU without AVX-512.
 
-    A subprocess, because NumPy reads ``NPY_DISABLE_CPU_FEATURES`` and OpenBLAS
-    ``OPENBLAS_CORETYPE`` only when they are loaded. Same sections, dtypes and settings;
+    A subprocess, because NumPy reads ``NPY_DISABLE_CPU_FEATURES``, OpenBLAS
+    ``OPENBLAS_CORETYPE`` and XLA ``XLA_FLAGS`` only when they are loaded; the child
+    records the three in its ``machine.env``. Same sections, dtypes and settings;
     it writes its own outputs to ``--out``/avx2. Where NumPy uses no AVX-512 target,
     this run already is that case and nothing is re-run.
     """
-    disabled = avx512_targets(simd_targets()["found"])
-    if not disabled:
+    env = avx2_env()
+    if env is None:
         return {"skipped": "NumPy uses no AVX-512 target in this process; nothing to disable"}
     out = args.out / "avx2"
     argv = [
@@ -464,11 +487,6 @@ def run_without_avx512(args: argparse.Namespace) -> dict[str, Any]:
         *("--repeats", str(args.repeats), "--warmup", str(args.warmup)),
         *("--min-sample", str(args.min_sample), "--out", str(out)),
     ]
-    env = {
-        **os.environ,
-        "NPY_DISABLE_CPU_FEATURES": " ".join(disabled),
-        "OPENBLAS_CORETYPE": "Haswell",
-    }
     # Its table is part of this run's report; its progress bar shows on stderr.
     child = subprocess.run(
         [sys.executable, __file__, *argv], env=env, stdout=subprocess.DEVNULL, check=False
@@ -696,7 +714,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cpu-features",
         choices=["avx2"],
         help="then re-run " + ", ".join(AVX2_ROWS) + " as on a CPU without AVX-512: NumPy's "
-        "AVX-512 targets disabled, OpenBLAS's Haswell kernel (a subprocess)",
+        f"AVX-512 targets disabled, OpenBLAS's Haswell kernel, XLA_FLAGS+={XLA_WITHOUT_AVX512} "
+        "(a subprocess)",
     )
     parser.add_argument(
         "--unset-blas-env",

@@ -121,3 +121,32 @@ def test_the_step_floor_adds_the_biases_before_f_h_and_checks_the_inputs(
     problem.case.xs[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="xs"):
         work.forward_passes()
+
+
+@pytest.fixture
+def tanh_forms(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module("tanh_forms")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_prototype_forms_of_tanh_are_as_accurate_as_the_readme_says(
+    tanh_forms: ModuleType, dtype: str
+) -> None:
+    # README "A cheaper f_h′ for tanh": sech² from one exp is within a few eps relative,
+    # as 1/cosh² is; tanh from one exp within a few eps absolute, not relative.
+    errors = tanh_forms.accuracy(dtype)
+    assert errors["f_h′ exp"][0] <= 4
+    assert errors["f_h′ cosh"][0] <= 4
+    assert errors["f_h exp"][1] <= 2
+    assert errors["f_h exp"][0] > 1e4
+    assert errors["f_h tanh"][0] <= 2
+
+
+def test_the_accuracy_check_catches_a_slope_that_cancels(
+    tanh_forms: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Test the tester: 1 − h², which rounds to a multiple of eps where tanh saturates,
+    # fails the bound the exp form meets.
+    monkeypatch.setitem(tanh_forms.SLOPE, "exp", lambda a, h: 1 - h * h)
+    assert tanh_forms.accuracy("float64")["f_h′ exp"][0] > 1e6

@@ -81,9 +81,13 @@ def _check_run_without_avx512(bench_bptt: Any, result: dict[str, Any], stdout: s
     assert bench_bptt.avx512_targets(simd["found"]) == []
     assert set(avx512) <= set(simd["not_found"])
     assert {p["architecture"] for p in child["machine"]["threadpools"]} == {"Haswell"}
+    # What the child read from its environment, not what the parent meant to set.
+    xla_flags = child["machine"]["env"]["XLA_FLAGS"] or ""
+    assert bench_bptt.XLA_WITHOUT_AVX512 in xla_flags.split()
+    assert f"'XLA_FLAGS': '{xla_flags}'" in stdout
     assert [group["cell"] for group in child["groups"]] == ["rnn", "lstm"]
     for group in child["groups"]:
-        assert set(group["rows"]) == {"reverse", "blas_floor", "math_floor"}
+        assert set(group["rows"]) == {"reverse", "blas_floor", "math_floor", "jax_grad"}
         for row in group["rows"].values():
             assert row["status"] == "ok"
             assert row["time_fwd_bwd"]["median_s"] > 0
@@ -229,19 +233,41 @@ def test_a_size_where_no_selected_row_runs_times_nothing(bench_bptt: Any) -> Non
     assert bench_bptt.time_interleaved({}, {}, settings, print) == {}
 
 
+def _child(simd: dict[str, list[str]], xla_flags: str | None) -> dict[str, Any]:
+    """A child run's result as the check reads it: every row ok, ``simd`` and ``xla_flags``."""
+    ok = {"status": "ok", "time_fwd_bwd": {"median_s": 1.0}}
+    rows = ("reverse", "blas_floor", "math_floor", "jax_grad")
+    return {
+        "machine": {
+            "numpy_simd": simd,
+            "threadpools": [{"architecture": "Haswell"}],
+            "env": {"XLA_FLAGS": xla_flags},
+        },
+        "groups": [{"cell": cell, "rows": dict.fromkeys(rows, ok)} for cell in ("rnn", "lstm")],
+    }
+
+
 def test_the_check_without_avx512_fails_on_a_subprocess_that_kept_it(bench_bptt: Any) -> None:
     # Test the tester: a child run whose NumPy still used its AVX-512 targets (this
-    # process's features, as if the variable had not been set) fails the check.
+    # process's features, as if the variable had not been set) fails the check, and so
+    # does one whose XLA was not told to leave AVX-512 out; the control passes.
     simd = bench_bptt.simd_targets()
     if not bench_bptt.avx512_targets(simd["found"]):
         pytest.skip("NumPy uses no AVX-512 target on this CPU")
-    ok = {"status": "ok", "time_fwd_bwd": {"median_s": 1.0}}
-    child = {
-        "machine": {"numpy_simd": simd, "threadpools": [{"architecture": "Haswell"}]},
-        "groups": [
-            {"cell": "rnn", "rows": dict.fromkeys(("reverse", "blas_floor", "math_floor"), ok)}
-        ],
+    without = {
+        "baseline": simd["baseline"],
+        "found": [t for t in simd["found"] if not bench_bptt.avx512_targets([t])],
+        "not_found": simd["not_found"] + bench_bptt.avx512_targets(simd["found"]),
     }
-    result = {"machine": {"numpy_simd": simd}, "without_avx512": child}
+    flags = f"--xla_dump_to=x {bench_bptt.XLA_WITHOUT_AVX512}"
+    stdout = f"## Without AVX-512 ... 'XLA_FLAGS': '{flags}'"
+    parent = {"machine": {"numpy_simd": simd}}
+    _check_run_without_avx512(
+        bench_bptt, {**parent, "without_avx512": _child(without, flags)}, stdout
+    )
+    kept_numpy = {**parent, "without_avx512": _child(simd, flags)}
     with pytest.raises(AssertionError, match=r"X86_V4|AVX512"):
-        _check_run_without_avx512(bench_bptt, result, "## Without AVX-512")
+        _check_run_without_avx512(bench_bptt, kept_numpy, stdout)
+    kept_xla = {**parent, "without_avx512": _child(without, "--xla_dump_to=x")}
+    with pytest.raises(AssertionError, match="xla_cpu_max_isa"):
+        _check_run_without_avx512(bench_bptt, kept_xla, stdout)
