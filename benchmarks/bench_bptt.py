@@ -74,7 +74,7 @@ SMOKE_OUT = Path("bench-results")
 SECTIONS = ("sizes", "T", "H")
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 NUMPY_FEATURE_ENV = ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES")
-AVX2_ROWS = ("reverse", "blas_floor", "math_floor", "jax_grad")
+AVX2_ROWS = ("reverse", "blas_floor", "math_floor", "step_floor", "jax_grad")
 """The rows ``--cpu-features avx2`` re-runs without AVX-512."""
 XLA_WITHOUT_AVX512 = "--xla_cpu_max_isa=AVX2"
 """Appended to ``XLA_FLAGS`` in that run: XLA compiles its own code (the fused elementwise
