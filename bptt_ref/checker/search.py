@@ -292,8 +292,9 @@ def check_gradients(
         """Judge fn on ``case``; raise what makes it a failure (see the module's classes).
         ``again_too``: while no case has failed, call fn ``repeat`` times on it in all."""
         search.calls += 1
-        # The oracle runs while fn does (two cores; each releases the GIL in its numeric
-        # work), so a passing case costs about the slower of the two, not their sum.
+        # The oracle runs while fn does: a fn that waits (on its device, GIL released)
+        # hides the oracle's time; one that computes on these two cores gains nothing
+        # measurable (README, "How long a check takes").
         early = None
         if lay is None and not case.stacked:
             early = ahead.submit(plain_oracle(case, kink or "jax", specialize), False)
